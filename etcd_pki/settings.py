@@ -1,0 +1,220 @@
+"""Typed, validated view of the deploy's settings (group_data/all.py and overrides).
+
+No pyinfra import: the deploy, the audit and the tests all build a ``Settings`` from a
+plain mapping, so every rule about a setting lives here once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Paths end up in unit files and shell commands: keep them boring.
+_SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+INSTALL_SOURCES = ("github", "mirror", "controller")
+KEY_TYPES = ("EC", "RSA", "OKP")
+RENEW_MODES = ("renew", "rekey")
+
+
+class ConfigError(ValueError):
+    """One or more invalid settings or inventory entries; the message lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration such as ``17520h`` or ``1h30m``.
+
+    >>> parse_duration("1h0m0s")
+    3600.0
+    """
+    text = str(text).strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{text!r} is not a duration like 17520h, 90m or 1h30m")
+    return total
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting from group_data/all.py, checked. Build with ``from_data``."""
+
+    step_version: str
+    step_ca_version: str
+    step_sha256: dict[str, str]
+    step_ca_sha256: dict[str, str]
+    install_source: str
+    install_mirror_url: str | None
+    install_controller_dir: str | None
+    bin_dir: str
+    active_cert_manager: str | None
+    ca_dir: str
+    ca_user: str
+    ca_name: str
+    ca_port: int
+    ca_provisioner: str
+    ca_extra_sans: list[str]
+    step_dir: str
+    install_root_in_trust_store: bool
+    ssl_dir: str
+    dns_domain: str
+    cert_lifetime: str
+    cert_lifetime_max: str
+    cert_lifetime_min: str
+    key_type: str
+    client_key_owner: str
+    extra_sans: list[str]
+    renew_threshold_percent: int
+    renew_mode: str
+    renew_on_calendar: str
+    renew_randomized_delay: str
+    renew_persistent: bool
+    renew_post_command: str | None
+    etcd_user: str
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], where: str = "data") -> Settings:
+        """Check ``data`` and build Settings; raise ConfigError naming each bad field."""
+        names = [f for f in cls.__dataclass_fields__ if f != "extra"]
+        problems = [
+            f"{where}: setting `{n}` is missing (is group_data/all.py loaded?)"
+            for n in names
+            if n not in data
+        ]
+        if problems:
+            raise ConfigError(problems)
+        values = {n: data[n] for n in names}
+        problems = [f"{where}: {p}" for p in _check(values)]
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    @property
+    def lifetime_seconds(self) -> float:
+        return parse_duration(self.cert_lifetime)
+
+
+def _check(v: dict[str, Any]) -> list[str]:
+    """Problems with the settings in ``v``, each naming its field."""
+    out: list[str] = []
+
+    for name in ("step_version", "step_ca_version"):
+        if not re.fullmatch(r"\d+\.\d+\.\d+", str(v[name])):
+            out.append(f"`{name}` = {v[name]!r} is not a version like 0.30.2")
+    for name in ("step_sha256", "step_ca_sha256"):
+        pins = v[name]
+        if not isinstance(pins, dict):
+            out.append(f"`{name}` must be a dict of arch -> sha256, got {type(pins).__name__}")
+            continue
+        for arch, digest in pins.items():
+            if not _SHA256_RE.match(str(digest)):
+                out.append(
+                    f"`{name}[{arch!r}]` is not a sha256 (64 lowercase hex characters): "
+                    f"{len(str(digest))} characters"
+                )
+
+    source = v["install_source"]
+    if source not in INSTALL_SOURCES:
+        out.append(f"`install_source` = {source!r} is unknown; use one of {INSTALL_SOURCES}")
+    if source == "mirror":
+        url = v["install_mirror_url"]
+        parsed = urlparse(str(url or ""))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            out.append(f"`install_mirror_url` = {url!r} must be an http(s):// URL")
+    if source == "controller":
+        path = v["install_controller_dir"]
+        if not path:
+            out.append("`install_controller_dir` must name a directory on the controller")
+
+    for name in ("bin_dir", "ca_dir", "ssl_dir", "step_dir"):
+        out.extend(_check_path(name, v[name]))
+    for name in ("ca_user", "client_key_owner", "etcd_user"):
+        if not _USER_RE.match(str(v[name])):
+            out.append(f"`{name}` = {v[name]!r} is not a valid user name")
+
+    port = v["ca_port"]
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        out.append(f"`ca_port` = {port!r} must be an integer 1..65535")
+    for name in ("ca_name", "ca_provisioner"):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}", str(v[name])):
+            out.append(f"`{name}` = {v[name]!r}: use letters, digits, space, '.', '_', '-'")
+
+    seconds = {}
+    for name in ("cert_lifetime", "cert_lifetime_max", "cert_lifetime_min"):
+        try:
+            seconds[name] = parse_duration(v[name])
+        except ValueError as e:
+            out.append(f"`{name}`: {e}")
+            continue
+        if seconds[name] <= 0:
+            out.append(f"`{name}` = {v[name]!r} must be longer than zero")
+    if len(seconds) == 3 and not (
+        seconds["cert_lifetime_min"] <= seconds["cert_lifetime"] <= seconds["cert_lifetime_max"]
+    ):
+        out.append(
+            "lifetimes must satisfy cert_lifetime_min <= cert_lifetime <= cert_lifetime_max, "
+            f"got {v['cert_lifetime_min']} / {v['cert_lifetime']} / {v['cert_lifetime_max']}"
+        )
+
+    if v["key_type"] not in KEY_TYPES:
+        out.append(f"`key_type` = {v['key_type']!r} is unknown; use one of {KEY_TYPES}")
+    threshold = v["renew_threshold_percent"]
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= 99:
+        out.append(f"`renew_threshold_percent` = {threshold!r} must be an integer 1..99")
+    if v["renew_mode"] not in RENEW_MODES:
+        out.append(f"`renew_mode` = {v['renew_mode']!r} is unknown; use one of {RENEW_MODES}")
+    try:
+        parse_duration(v["renew_randomized_delay"])
+    except ValueError as e:
+        out.append(f"`renew_randomized_delay`: {e}")
+    if not re.fullmatch(r"[0-9A-Za-z*:,./~ -]+", str(v["renew_on_calendar"])):
+        out.append(f"`renew_on_calendar` = {v['renew_on_calendar']!r} is not an OnCalendar spec")
+    post = v["renew_post_command"]
+    if post is not None and (not isinstance(post, str) or "\n" in post or not post.strip()):
+        out.append("`renew_post_command` must be one line of shell, or None")
+    for name in ("install_root_in_trust_store", "renew_persistent"):
+        if not isinstance(v[name], bool):
+            out.append(f"`{name}` must be True or False, got {v[name]!r}")
+    for name in ("ca_extra_sans", "extra_sans"):
+        if not isinstance(v[name], list | tuple):
+            out.append(f"`{name}` must be a list of DNS names / IPs")
+    if v["dns_domain"] and not _is_dns_name(str(v["dns_domain"])):
+        out.append(f"`dns_domain` = {v['dns_domain']!r} is not a valid DNS name")
+    return out
+
+
+def _check_path(name: str, value: Any) -> list[str]:
+    text = str(value)
+    parts = PurePosixPath(text).parts
+    if not _SAFE_PATH_RE.match(text) or ".." in parts or "." in text.split("/"):
+        return [f"`{name}` = {value!r} must be an absolute path of [A-Za-z0-9._-] without '..'"]
+    if len(parts) < 3:
+        # "/", "/etc", "/opt": the deploy owns and fills this directory.
+        return [f"`{name}` = {value!r} is too close to / to be owned by this deploy"]
+    return []
+
+
+def _is_dns_name(name: str) -> bool:
+    """RFC 1123 host name (no wildcard): labels of letters, digits and inner hyphens."""
+    if len(name) > 253 or not name:
+        return False
+    label = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+    labels = name.rstrip(".").split(".")
+    return all(label.match(part) for part in labels) and not labels[-1].isdigit()

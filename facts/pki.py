@@ -1,0 +1,98 @@
+"""Custom pyinfra facts for the etcd PKI. Each returns public material only."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+from etcd_pki.certs import CertOnHost, parse_state_output
+from etcd_pki.plan import CertSpec
+
+
+class StepVersions(FactBase):
+    """Installed versions of step / step-ca in ``bin_dir``: ``{"step": "0.30.6", ...}``.
+
+    .. code:: python
+
+        host.get_fact(StepVersions, bin_dir="/opt/bin")
+    """
+
+    default = dict
+
+    def command(self, bin_dir: str) -> str:
+        d = shlex.quote(bin_dir)
+        return (
+            f"for b in step step-ca; do [ -x {d}/$b ] && "
+            f'echo "$b $({d}/$b version 2>/dev/null | head -n1)"; done; true'
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        versions = {}
+        for line in output:
+            binary, _, text = line.partition(" ")
+            # "Smallstep CLI/0.30.6 (linux/amd64)" -> "0.30.6"
+            word = next((w for w in text.split() if "/" in w and w[0].isalpha()), "")
+            versions[binary] = word.partition("/")[2]
+        return versions
+
+
+class PublicFile(FactBase):
+    """Content of a public file (a certificate), or None when it is missing."""
+
+    def command(self, path: str) -> str:
+        p = shlex.quote(path)
+        return f"if [ -f {p} ]; then cat {p}; else echo __missing__; fi"
+
+    def process(self, output: list[str]) -> str | None:
+        if output == ["__missing__"]:
+            return None
+        return "\n".join(output) + "\n"
+
+
+class CertStates(FactBase):
+    """Each planned certificate as found on the host: chain, public half of the key,
+    owner and mode of both files. The private key itself never leaves the host.
+
+    .. code:: python
+
+        host.get_fact(CertStates, certs=plan.certs, step="/opt/bin/step")
+    """
+
+    default = dict
+
+    def command(self, certs: tuple[CertSpec, ...], step: str) -> str:
+        parts = []
+        for cert in certs:
+            crt, key = shlex.quote(cert.crt), shlex.quote(cert.key)
+            parts.append(
+                f"echo '==> {cert.name}'; "
+                f"if [ -f {crt} ]; then echo \"crt-stat: $(stat -c '%U %a' {crt})\"; cat {crt}; fi; "
+                f"if [ -f {key} ]; then echo \"key-stat: $(stat -c '%U %a' {key})\"; "
+                f"{shlex.quote(step)} crypto key public {key} 2>/dev/null; fi"
+            )
+        return "; ".join(parts) + "; true"
+
+    def process(self, output: list[str]) -> dict[str, CertOnHost]:
+        return parse_state_output(output)
+
+
+class CaClaims(FactBase):
+    """The certificate duration claims in step-ca's ca.json (None if there is no CA)."""
+
+    def command(self, ca_json: str) -> str:
+        p = shlex.quote(ca_json)
+        return (
+            f"if [ -f {p} ]; then grep -oE "
+            f"'\"(min|max|default)TLSCertDuration\": *\"[^\"]*\"' {p}; echo __ca__; fi; true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, str] | None:
+        if "__ca__" not in output:
+            return None
+        claims = {}
+        for line in output:
+            key, _, value = line.partition(":")
+            if value:
+                claims[key.strip().strip('"')] = value.strip().strip('"')
+        return claims

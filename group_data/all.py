@@ -1,0 +1,106 @@
+"""Defaults for every host. Override per group (group_data/<group>.py), per host
+(inventory host data) or per run (``pyinfra ... --data key=value``).
+
+Every setting the deploy reads is defined here, once, with a comment.
+"""
+
+# ---------------------------------------------------------------------------
+# Smallstep binaries
+# ---------------------------------------------------------------------------
+
+# Pinned versions of the `step` CLI (every host) and `step-ca` (cert-managers).
+step_version = "0.30.6"
+step_ca_version = "0.30.2"
+
+# Optional pinned sha256 of the release tarballs, per architecture
+# ({"amd64": "<64 hex>"}). When a pin is missing the deploy verifies against the
+# release's published checksums.txt from the same source instead.
+step_sha256: dict[str, str] = {}
+step_ca_sha256: dict[str, str] = {}
+
+# Where the tarballs come from:
+#   "github"     - the official release URLs (https://github.com/smallstep/...)
+#   "mirror"     - `install_mirror_url`, a base URL with GitHub's layout:
+#                  {base}/cli/releases/download/v{version}/step_linux_{version}_{arch}.tar.gz
+#                  {base}/certificates/releases/download/v{version}/step-ca_linux_...
+#   "controller" - `install_controller_dir`, a directory on the controller with the
+#                  same layout (air-gapped sites); files are uploaded to each host.
+install_source = "github"
+install_mirror_url: str | None = None
+install_controller_dir: str | None = None
+
+# Directory the binaries are installed into.
+bin_dir = "/opt/bin"
+
+# ---------------------------------------------------------------------------
+# The certificate authority (step-ca on the active cert-manager)
+# ---------------------------------------------------------------------------
+
+# The cert-manager that runs step-ca. None = the only host in the inventory group
+# `etcd_cert_managers`; with standbys in that group, name the active one here.
+# Failover: set this to a standby and re-run the deploy.
+active_cert_manager: str | None = None
+# $STEPPATH of step-ca: config/, certs/, secrets/, db/ live here.
+ca_dir = "/etc/step-ca"
+# System user step-ca runs as; it owns the intermediate key (the root key stays root's).
+ca_user = "step"
+# Name written into the root and intermediate certificates.
+ca_name = "etcd-default-ca"
+# Port step-ca listens on (all addresses).
+ca_port = 9000
+# JWK provisioner that signs the one-time tokens the nodes redeem.
+ca_provisioner = "etcd-provisioner"
+# Extra DNS names / IPs for the CA's own TLS certificate. The active cert-manager's
+# name, FQDN and address are always included; add load-balancer names here.
+ca_extra_sans: list[str] = []
+# $STEPPATH of the `step` CLI on every host: `step ca bootstrap` writes the CA URL
+# and root fingerprint here, and the renewal services read them from here.
+step_dir = "/etc/step"
+# Opt in to adding the private root to each host's system trust store
+# (`step ca bootstrap --install`). etcd does not need it.
+install_root_in_trust_store = False
+
+# ---------------------------------------------------------------------------
+# Leaf certificates
+# ---------------------------------------------------------------------------
+
+# Directory holding each host's certificates, keys and root_ca.crt.
+ssl_dir = "/etc/etcd/ssl"
+# DNS domain appended to a host's name for its FQDN SAN (etcd-k8s-2.local).
+dns_domain = "local"
+# Lifetimes (Go durations: h, m, s). The CA's claims are set from these, so the
+# CA refuses anything outside min..max. min <= default <= max.
+cert_lifetime = "17520h"  # 2 years: what every certificate is issued for
+cert_lifetime_max = "26280h"  # 3 years
+cert_lifetime_min = "1h"
+# Key type for leaf keys: "EC" (P-256), "RSA" (2048), "OKP" (Ed25519).
+key_type = "EC"
+# Owner of the client key on hosts that are only etcd clients (the application
+# user that reads it). etcd hosts' keys always belong to `etcd_user`.
+client_key_owner = "root"
+# Extra SANs for every certificate of one host: set in that host's inventory data.
+extra_sans: list[str] = []
+
+# ---------------------------------------------------------------------------
+# Renewal (a systemd service + timer per certificate)
+# ---------------------------------------------------------------------------
+
+# Renew once this percentage of the lifetime has passed (66 = the usual 2/3).
+renew_threshold_percent = 66
+# "renew" keeps the key; "rekey" makes a new key at every renewal.
+renew_mode = "renew"
+# When the timers fire (systemd OnCalendar), the random spread, and whether a
+# missed run (host off at 03:00) happens at next boot.
+renew_on_calendar = "*-*-* 03:00:00"
+renew_randomized_delay = "1h"
+renew_persistent = True
+# Command run after a successful renewal (e.g. reload an app on a client host).
+# etcd needs none: it reads its certificates on every new TLS handshake.
+renew_post_command: str | None = None
+
+# ---------------------------------------------------------------------------
+# etcd
+# ---------------------------------------------------------------------------
+
+# User etcd runs as (Debian's package creates it); it owns the etcd hosts' keys.
+etcd_user = "etcd"

@@ -1,0 +1,211 @@
+"""step-ca on the active cert-manager: user, secrets, `step ca init`, claims, service."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from etcd_pki.plan import ClusterPlan, HostPlan
+from etcd_pki.settings import Settings, parse_duration
+from facts.pki import CaClaims
+from tasks.common import get_plan, this_host
+
+# (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
+# reads it at run time. The intermediate key and its password belong to the CA user.
+CA_FILES = (
+    ("config/ca.json", "root", "CA", "640"),
+    ("config/defaults.json", "root", "CA", "644"),
+    ("certs/root_ca.crt", "root", "root", "644"),
+    ("certs/intermediate_ca.crt", "root", "root", "644"),
+    ("secrets/root_ca_key", "root", "root", "400"),
+    ("secrets/intermediate_ca_key", "CA", "CA", "400"),
+    ("secrets/password", "CA", "CA", "400"),
+    ("secrets/provisioner_password", "root", "root", "400"),
+)
+CA_DIRS = (
+    ("", "root", "CA", "750"),
+    ("config", "root", "CA", "750"),
+    ("certs", "root", "CA", "755"),
+    ("secrets", "root", "CA", "750"),
+    ("db", "CA", "CA", "700"),
+)
+# ca.json claim -> the group_data setting it must equal.
+CLAIMS = {
+    "minTLSCertDuration": "cert_lifetime_min",
+    "maxTLSCertDuration": "cert_lifetime_max",
+    "defaultTLSCertDuration": "cert_lifetime",
+}
+
+
+def claims_command(s: Settings) -> str:
+    """Write the lifetime claims into the provisioner in ca.json (offline edit)."""
+    return (
+        f"STEPPATH={s.ca_dir} {s.bin_dir}/step ca provisioner update "
+        f"{shlex.quote(s.ca_provisioner)} --ca-config {s.ca_dir}/config/ca.json "
+        f"--x509-min-dur={s.cert_lifetime_min} --x509-max-dur={s.cert_lifetime_max} "
+        f"--x509-default-dur={s.cert_lifetime}"
+    )
+
+
+def claims_match(found: dict[str, str], s: Settings) -> bool:
+    try:
+        return all(
+            parse_duration(found[claim]) == parse_duration(getattr(s, setting))
+            for claim, setting in CLAIMS.items()
+        )
+    except (KeyError, ValueError):
+        return False
+
+
+def init_command(plan: ClusterPlan, s: Settings) -> str:
+    """`step ca init`, non-interactive, with every name and IP clients use for the CA.
+
+    Fragments of an interrupted init (keys but no ca.json: that CA never served) are
+    moved aside, not deleted.
+    """
+    d = s.ca_dir
+    dns = " ".join(f"--dns={shlex.quote(n)}" for n in plan.ca_sans)
+    return (
+        f"set -e; cd {d}; if [ -e certs ] || [ -e secrets/root_ca_key ] || [ -e db ]; then "
+        f"aside=.interrupted-init-$(date +%s); mkdir -m 700 $aside; "
+        f"mv certs config db secrets/root_ca_key secrets/intermediate_ca_key $aside/ 2>/dev/null "
+        f"|| true; fi; "
+        f"STEPPATH={d} {s.bin_dir}/step ca init --deployment-type=standalone "
+        f"--name={shlex.quote(s.ca_name)} {dns} --address=:{s.ca_port} "
+        f"--provisioner={shlex.quote(s.ca_provisioner)} --with-ca-url={plan.ca_url} "
+        f"--password-file={d}/secrets/password "
+        f"--provisioner-password-file={d}/secrets/provisioner_password; "
+        + claims_command(s)
+    )
+
+
+def _owner(value: str, s: Settings) -> str:
+    return s.ca_user if value == "CA" else value
+
+
+@deploy("Initialise step-ca")
+def init_ca() -> None:
+    """Create the CA on the active cert-manager (once) and keep step-ca running.
+
+    Every secret is generated here, on this node; none passes through the controller.
+
+    .. code:: python
+
+        init_ca()
+    """
+    plan = get_plan()
+    me: HostPlan = this_host()
+    s = me.settings
+    d = s.ca_dir
+
+    server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
+    server.user(
+        name=f"CA user {s.ca_user}",
+        user=s.ca_user,
+        group=s.ca_user,
+        system=True,
+        home=d,
+        create_home=False,
+        shell="/usr/sbin/nologin",
+    )
+    for path, owner, group, mode in CA_DIRS[:4]:
+        files.directory(
+            name=f"Directory {d}/{path}".rstrip("/"),
+            path=f"{d}/{path}".rstrip("/"),
+            user=owner,
+            group=_owner(group, s),
+            mode=mode,
+        )
+
+    claims = host.get_fact(CaClaims, ca_json=f"{d}/config/ca.json")
+    if claims is None:
+        # Passwords: random, made on this node, 0400, never printed. Only for a new CA:
+        # an existing CA's keys are encrypted with the passwords it already has.
+        for secret in ("password", "provisioner_password"):
+            path = f"{d}/secrets/{secret}"
+            if not host.get_fact(File, path=path):
+                server.shell(
+                    name=f"Generate the CA's {secret.replace('_', ' ')} on this node",
+                    commands=[
+                        f"umask 077; head -c 32 /dev/urandom | base64 -w0 > {path}.new && "
+                        f"mv {path}.new {path}"
+                    ],
+                )
+        initialised = server.shell(
+            name=f"step ca init {s.ca_name} (names: {', '.join(plan.ca_sans)})",
+            commands=[init_command(plan, s)],
+        )
+        claims_changed = initialised
+    else:
+        initialised = None
+        claims_changed = None
+        if not claims_match(claims, s):
+            claims_changed = server.shell(
+                name="Set certificate lifetimes in ca.json "
+                f"(min {s.cert_lifetime_min}, default {s.cert_lifetime}, max {s.cert_lifetime_max})",
+                commands=[claims_command(s)],
+            )
+
+    for path, owner, group, mode in CA_FILES:
+        files.file(
+            name=f"{d}/{path} {_owner(owner, s)}:{_owner(group, s)} {mode}",
+            path=f"{d}/{path}",
+            user=_owner(owner, s),
+            group=_owner(group, s),
+            mode=mode,
+            touch=False,
+        )
+    db_path, owner, group, mode = CA_DIRS[4]
+    files.directory(
+        name=f"Directory {d}/{db_path}",
+        path=f"{d}/{db_path}",
+        user=_owner(owner, s),
+        group=_owner(group, s),
+        mode=mode,
+    )
+
+    unit = files.template(
+        name="step-ca systemd unit",
+        src="templates/step-ca.service.j2",
+        dest="/etc/systemd/system/step-ca.service",
+        mode="644",
+        ca_dir=d,
+        ca_user=s.ca_user,
+        bin_dir=s.bin_dir,
+        ca_port=s.ca_port,
+    )
+    systemd.daemon_reload(name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change)
+    restarted = systemd.service(
+        name="Restart step-ca (unit changed)",
+        service="step-ca.service",
+        restarted=True,
+        _if=unit.did_change,
+    )
+    started = systemd.service(
+        name="step-ca enabled and running",
+        service="step-ca.service",
+        running=True,
+        enabled=True,
+    )
+    if claims_changed is not None and initialised is None:
+        systemd.service(
+            name="Reload step-ca (new lifetimes)",
+            service="step-ca.service",
+            reloaded=True,
+            _if=claims_changed.did_change,
+        )
+    server.shell(
+        name="Wait until step-ca answers",
+        commands=[
+            f"for i in $(seq 1 60); do {s.bin_dir}/step ca health --ca-url {plan.ca_url} "
+            f"--root {d}/certs/root_ca.crt >/dev/null 2>&1 && exit 0; sleep 0.5; done; "
+            f"echo 'step-ca did not answer on {plan.ca_url} within 30 s; "
+            "see journalctl -u step-ca' >&2; exit 1"
+        ],
+        _if=any_changed(*(op for op in (restarted, started, initialised, claims_changed) if op)),
+    )

@@ -1,0 +1,72 @@
+"""What every task module shares: the validated plan and this host's place in it."""
+
+from __future__ import annotations
+
+from pyinfra import host, inventory
+from pyinfra.api import Host
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_inventory
+
+from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
+from etcd_pki.settings import ConfigError
+from facts.pki import PublicFile
+
+_plans: dict[int, ClusterPlan] = {}
+
+
+def node_name(h: Host) -> str:
+    """Plain node name: host data `node_name`, else the inventory name (@docker/x -> x)."""
+    return h.data.get("node_name") or h.name.rsplit("/", 1)[-1]
+
+
+def get_plan() -> ClusterPlan:
+    """The cluster plan for this run, from the whole inventory (not only --limit).
+
+    Built and validated once, before any operation runs; bad input stops the deploy
+    with every problem listed.
+    """
+    key = id(ctx_inventory.get())
+    if key not in _plans:
+        hosts = [HostInput(node_name(h), frozenset(h.groups), h.data.dict()) for h in inventory]
+        try:
+            _plans[key] = build_plan(hosts)
+        except ConfigError as e:
+            raise PyinfraError(str(e)) from None
+    return _plans[key]
+
+
+def this_host() -> HostPlan:
+    return get_plan().hosts[node_name(host)]
+
+
+def pyinfra_host(name: str) -> Host:
+    """The inventory Host of node ``name`` (connected lazily if outside --limit)."""
+    for h in inventory:
+        if node_name(h) == name:
+            return h
+    raise PyinfraError(f"no inventory host for node {name}")
+
+
+def step_bin(plan_host: HostPlan) -> str:
+    return f"{plan_host.settings.bin_dir}/step"
+
+
+_roots: dict[tuple[int, str], str] = {}
+
+
+def ca_root_pem() -> str:
+    """The root certificate (public) read from the active cert-manager, at execute time.
+
+    Cached for the run once it exists: the CA may be created earlier in the same run.
+    """
+    plan = get_plan()
+    key = (id(ctx_inventory.get()), plan.active_ca)
+    if key not in _roots:
+        path = f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
+        pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
+        if not pem:
+            raise PyinfraError(
+                f"the CA root {path} is missing on {plan.active_ca}; did step-ca init fail there?"
+            )
+        _roots[key] = pem
+    return _roots[key]
