@@ -1,0 +1,1232 @@
+"""Docker test bed for the etcd PKI deploy: node image, real step binaries, containers.
+
+Usable as a module (the e2e fixtures call :func:`up`) and as a CLI::
+
+    python -m tests.testbed prepare        # engine, image, binaries, mirror tree
+    python -m tests.testbed up [--clients N] [--with etcd-k8s-4 ...] [--fresh]
+    python -m tests.testbed add NAME --group etcd|etcd_clients
+    python -m tests.testbed remove NAME
+    python -m tests.testbed serve          # (re)start the HTTP mirror only
+    python -m tests.testbed status
+    python -m tests.testbed down           # containers, network, HTTP server; keeps caches
+
+Nothing here talks to an address that is not one of the test bed's own containers or
+its network's gateway, except the package registries (Debian, the Go module proxy).
+The docker state is the source of truth: containers carry labels with their groups,
+and the inventories in ``.testbed/`` are rewritten from it on every change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = REPO_ROOT / ".testbed"
+VERSIONS_FILE = REPO_ROOT / "group_data" / "all.py"
+
+IMAGE = "etcd-pki-node:trixie"
+SUITE = "trixie"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+IMAGE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "ca-certificates",
+    "iproute2",
+    "procps",
+    "etcd-server",
+    "etcd-client",
+    "openssl",
+    "curl",
+)
+# Units masked in the image because they cannot work in an unprivileged container.
+# None are needed with the run flags below: booting the image on this machine kind
+# (docker 20.10, cgroup v1, `--cgroupns=host`, ENV container=docker) reaches `running`
+# with no failed unit (checked with `systemctl --failed`). List unit names here if a
+# host ever shows one. Debian's etcd.service is deliberately NOT touched (enabled as
+# shipped: the deploy has to deal with it). All containers share the image's
+# /etc/machine-id; nothing in the bed depends on it being unique.
+MASKED_UNITS: tuple[str, ...] = ()
+# Bump when the image customisation below changes (part of the image's recipe hash).
+IMAGE_RECIPE_REVISION = 1
+
+NETWORK = "etcd-pki-test"
+SUBNET = "172.30.99.0/24"
+GATEWAY = "172.30.99.1"
+BRIDGE_NAME = "etcdpki0"
+MIRROR_PORT = 8099
+MIRROR_URL = f"http://{GATEWAY}:{MIRROR_PORT}"
+
+LABEL = "etcd-pki-testbed"
+LABEL_GROUPS = f"{LABEL}.groups"
+
+GROUP_ETCD = "etcd"
+GROUP_CLIENTS = "etcd_clients"
+GROUP_CERT_MANAGERS = "etcd_cert_managers"
+GROUPS = (GROUP_ETCD, GROUP_CLIENTS, GROUP_CERT_MANAGERS)
+DEFAULT_NODES = ("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3", "app-server")
+
+# Go toolchain fetched through the module proxy when the local `go` is too old.
+GO_TOOLCHAIN = "1.25.8"
+BOOT_TIMEOUT = 180
+PYINFRA_TIMEOUT = 900
+
+
+class TestbedError(RuntimeError):
+    """Raised when the test bed cannot be brought into the requested state."""
+
+
+# ---------------------------------------------------------------------------
+# Small utilities
+# ---------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """Print a progress line (to stderr, so command output stays clean)."""
+    print(f"[testbed] {message}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """Return the cache directory (``$ETCD_PKI_CACHE`` or ``~/.cache/etcd-pki-testbed``)."""
+    path = Path(os.environ.get("ETCD_PKI_CACHE") or Path.home() / ".cache" / "etcd-pki-testbed")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mirror_dir() -> Path:
+    """Return the release tree laid out like GitHub releases (``CACHE/mirror``)."""
+    return cache_dir() / "mirror"
+
+
+def mirror_url() -> str:
+    """Return the base URL under which the HTTP mirror serves :func:`mirror_dir`."""
+    return MIRROR_URL
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | bytes | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing text output; raise :class:`TestbedError` on failure."""
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        list(cmd),
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        check=False,
+    )
+    result = subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+    )
+    if check and result.returncode != 0:
+        raise TestbedError(
+            f"command failed ({result.returncode}): {' '.join(cmd)}\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    return result
+
+
+def run_logged(cmd: Sequence[str], logfile: Path, *, env: Mapping[str, str] | None = None) -> None:
+    """Run a long command with its output going to ``logfile``; raise with the log tail."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("w") as out:
+        rc = subprocess.run(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
+    if rc != 0:
+        tail = logfile.read_text(errors="replace")[-3000:]
+        raise TestbedError(f"command failed ({rc}): {' '.join(cmd)}\n--- {logfile}:\n{tail}")
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """Serialise test-bed changes between processes (two pytest runs, make targets)."""
+    with (cache_dir() / "lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_apt_updated = False
+
+
+def apt_install(*packages: str) -> None:
+    """Install Debian packages on the controller (runs ``apt-get update`` once)."""
+    global _apt_updated
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        log("apt-get update")
+        run(["apt-get", "update"], env=env, timeout=600)
+        _apt_updated = True
+    log(f"apt-get install {' '.join(packages)}")
+    run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env=env, timeout=1200)
+
+
+def go_arch() -> str:
+    """Return the Go/Debian architecture name of the controller (``amd64``, ``arm64``)."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------
+# Docker engine
+# ---------------------------------------------------------------------------
+
+
+def docker(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI."""
+    return run(["docker", *args], check=check, **kwargs)
+
+
+def docker_ok() -> bool:
+    """Return True when the docker engine answers."""
+    if not shutil.which("docker"):
+        return False
+    return run(["docker", "info"], check=False, timeout=30).returncode == 0
+
+
+def ensure_docker() -> None:
+    """Make sure a docker engine runs: install docker.io and start dockerd if needed."""
+    if docker_ok():
+        return
+    if not shutil.which("dockerd") or not shutil.which("docker"):
+        apt_install("docker.io")
+    logfile = cache_dir() / "dockerd.log"
+    log(f"starting dockerd in the background (log: {logfile})")
+    with logfile.open("a") as out:
+        subprocess.Popen(
+            ["dockerd"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if docker_ok():
+            log("dockerd is up")
+            return
+        time.sleep(1)
+    raise TestbedError(f"dockerd did not answer within 90 s, see {logfile}")
+
+
+# ---------------------------------------------------------------------------
+# Node image
+# ---------------------------------------------------------------------------
+
+
+def image_recipe_hash() -> str:
+    """Return a short hash of everything that defines the node image."""
+    recipe = json.dumps(
+        [SUITE, IMAGE_PACKAGES, MASKED_UNITS, IMAGE_RECIPE_REVISION], separators=(",", ":")
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def image_cache_file() -> Path:
+    """Return the path of the ``docker save`` tarball for the current recipe."""
+    return cache_dir() / "images" / f"etcd-pki-node_{SUITE}-{image_recipe_hash()}.tar"
+
+
+def image_recipe_of(image: str) -> str | None:
+    """Return the recipe label of a local image, or None when the image is absent."""
+    result = docker("image", "inspect", image, check=False)
+    if result.returncode != 0:
+        return None
+    labels = json.loads(result.stdout)[0]["Config"].get("Labels") or {}
+    return labels.get(f"{LABEL}.recipe", "")
+
+
+def ensure_image() -> None:
+    """Make sure ``IMAGE`` exists for the current recipe: docker load or build it."""
+    wanted = image_recipe_hash()
+    if image_recipe_of(IMAGE) == wanted:
+        return
+    cached = image_cache_file()
+    if cached.exists():
+        log(f"loading {IMAGE} from {cached}")
+        docker("load", "-i", str(cached), timeout=600)
+        if image_recipe_of(IMAGE) == wanted:
+            return
+        log("cached image has another recipe, rebuilding")
+    build_image(cached)
+
+
+def build_image(save_to: Path) -> None:
+    """Debootstrap the node root filesystem, import it as ``IMAGE`` and save it."""
+    if not shutil.which("debootstrap"):
+        apt_install("debootstrap")
+    tmp_parent = cache_dir() / "tmp"
+    tmp_parent.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tmp_parent))
+    logfile = cache_dir() / "logs" / "debootstrap.log"
+    started = time.monotonic()
+    try:
+        log(f"debootstrap {SUITE} (about 70 s or more; log: {logfile})")
+        run_logged(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(IMAGE_PACKAGES)}",
+                SUITE,
+                str(root),
+                DEBIAN_MIRROR,
+            ],
+            logfile,
+        )
+        log(f"debootstrap done in {time.monotonic() - started:.0f} s")
+        customise_rootfs(root)
+        import_rootfs(root, IMAGE)
+    finally:
+        remove_tree(root)
+    log(f"saving {IMAGE} to {save_to}")
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    for old in save_to.parent.glob(f"etcd-pki-node_{SUITE}-*.tar"):
+        old.unlink()
+    tmp = save_to.with_name(f".{save_to.name}.tmp")
+    docker("save", "-o", str(tmp), IMAGE, timeout=600)
+    tmp.replace(save_to)
+    log(f"image ready in {time.monotonic() - started:.0f} s")
+
+
+def customise_rootfs(root: Path) -> None:
+    """Adjust the debootstrapped tree for running as a systemd container."""
+    for unit in MASKED_UNITS:
+        link = root / "etc" / "systemd" / "system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    # Docker bind-mounts its own resolv.conf/hosts/hostname; drop the build host's copy.
+    (root / "etc" / "resolv.conf").unlink(missing_ok=True)
+    shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+    (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
+
+
+def import_rootfs(root: Path, image: str) -> None:
+    """``tar`` the root filesystem into ``docker import`` with systemd as the command."""
+    log(f"docker import {image}")
+    changes = [
+        'CMD ["/sbin/init"]',
+        "ENV container=docker",
+        f"LABEL {LABEL}.recipe={image_recipe_hash()}",
+    ]
+    tar = subprocess.Popen(
+        ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
+    )
+    cmd = ["docker", "import"]
+    for change in changes:
+        cmd += ["-c", change]
+    result = subprocess.run(
+        [*cmd, "-", image], stdin=tar.stdout, capture_output=True, text=True, check=False
+    )
+    assert tar.stdout is not None
+    tar.stdout.close()
+    if tar.wait() != 0 or result.returncode != 0:
+        raise TestbedError(f"docker import failed: {result.stderr}")
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a chroot tree, unmounting anything debootstrap left mounted inside it."""
+    prefix = str(root.resolve())
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix + "/")), reverse=True):
+        run(["umount", "-l", mount], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# step / step-ca binaries and the release tree
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One smallstep binary: where its module lives and how its release is named."""
+
+    name: str  # binary name, also the tarball's prefix
+    module: str  # Go package to `go install`
+    repo: str  # GitHub repository name under smallstep/ (cli, certificates)
+    version_key: str  # key in group_data/all.py
+
+
+TOOLS = (
+    Tool("step", "github.com/smallstep/cli/cmd/step", "cli", "step_version"),
+    Tool(
+        "step-ca",
+        "github.com/smallstep/certificates/cmd/step-ca",
+        "certificates",
+        "step_ca_version",
+    ),
+)
+
+
+def pinned_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Return ``{"step": v, "step-ca": v}`` from ``group_data/all.py`` (plain assignments)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return {tool.name: str(namespace[tool.version_key]) for tool in TOOLS}
+
+
+def binary_path(tool: Tool, version: str) -> Path:
+    """Return where the built binary of ``tool`` at ``version`` is cached."""
+    return cache_dir() / "bin" / f"{tool.name}-{version}" / tool.name
+
+
+def go_version(go: str) -> tuple[int, int]:
+    """Return (major, minor) of a go binary."""
+    out = run([go, "env", "GOVERSION"]).stdout.strip()
+    match = re.match(r"go(\d+)\.(\d+)", out)
+    if not match:
+        raise TestbedError(f"cannot parse the go version {out!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def find_go() -> tuple[str, dict[str, str]]:
+    """Return a go binary able to build the tools and the environment to use with it.
+
+    Installs Debian's Go if none is found. A Go of 1.21 or later fetches the toolchain
+    the modules ask for by itself (``GOTOOLCHAIN=auto``); an older one is only used to
+    download ``golang.org/toolchain`` from the module proxy.
+    """
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "auto", "GOFLAGS": "-buildvcs=false"}
+    go = shutil.which("go") or next(
+        (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if Path(p).exists()), None
+    )
+    if go is None:
+        apt_install("golang-go", "git")
+        go = shutil.which("go") or "/usr/lib/go/bin/go"
+    if go_version(go) >= (1, 21):
+        return go, env
+    module = f"golang.org/toolchain@v0.0.1-go{GO_TOOLCHAIN}.linux-{go_arch()}"
+    log(f"local go is too old, downloading {module} from the module proxy")
+    info = json.loads(run([go, "mod", "download", "-json", module], env=env, timeout=1200).stdout)
+    return str(Path(info["Dir"]) / "bin" / "go"), env
+
+
+def ensure_binary(tool: Tool, version: str) -> Path:
+    """Build ``tool`` at ``version`` with ``go install`` unless cached; verify its version."""
+    target = binary_path(tool, version)
+    if not target.exists():
+        go, env = find_go()
+        env["GOBIN"] = str(target.parent)
+        logfile = cache_dir() / "logs" / f"go-install-{tool.name}-{version}.log"
+        log(f"building {tool.name} {version} from {tool.module} (a few minutes; log: {logfile})")
+        started = time.monotonic()
+        ldflags = f"-s -w -X main.Version={version}"
+        cmd = [go, "install", "-trimpath", "-ldflags", ldflags, f"{tool.module}@v{version}"]
+        run_logged(cmd, logfile, env=env)
+        log(f"built {tool.name} in {time.monotonic() - started:.0f} s")
+    out = run([str(target), "version"]).stdout
+    if version not in out:
+        raise TestbedError(f"{target} reports {out.strip()!r}, expected version {version}")
+    return target
+
+
+def release_dir(tool: Tool, version: str) -> Path:
+    """Return the GitHub-like release directory of ``tool`` in the mirror tree."""
+    return mirror_dir() / tool.repo / "releases" / "download" / f"v{version}"
+
+
+def tarball_name(tool: Tool, version: str, arch: str | None = None) -> str:
+    """Return the release tarball name, e.g. ``step_linux_0.30.6_amd64.tar.gz``."""
+    return f"{tool.name}_linux_{version}_{arch or go_arch()}.tar.gz"
+
+
+def release_tarball(tool: Tool, version: str) -> Path:
+    """Return the path of the release tarball in the mirror tree."""
+    return release_dir(tool, version) / tarball_name(tool, version)
+
+
+def make_tarball(binary: Path, top: str) -> bytes:
+    """Return a reproducible .tar.gz holding ``{top}/bin/{binary.name}``."""
+
+    def info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+        entry = tarfile.TarInfo(name)
+        entry.type, entry.mode, entry.size = kind, mode, size
+        entry.mtime, entry.uid, entry.gid, entry.uname, entry.gname = 0, 0, 0, "root", "root"
+        return entry
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info(f"{top}/", tarfile.DIRTYPE, 0o755))
+        tar.addfile(info(f"{top}/bin/", tarfile.DIRTYPE, 0o755))
+        data = binary.read_bytes()
+        entry = info(f"{top}/bin/{binary.name}", tarfile.REGTYPE, 0o755, len(data))
+        tar.addfile(entry, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def ensure_release(tool: Tool, version: str, binary: Path) -> Path:
+    """Write the tarball and its ``checksums.txt`` into the mirror tree if out of date."""
+    tarball = release_tarball(tool, version)
+    checksums = tarball.parent / "checksums.txt"
+    fresh = (
+        tarball.exists()
+        and checksums.exists()
+        and tarball.stat().st_mtime >= binary.stat().st_mtime
+        and checksums.read_text() == f"{sha256_file(tarball)}  {tarball.name}\n"
+    )
+    if not fresh:
+        log(f"writing {tarball.relative_to(mirror_dir())}")
+        data = make_tarball(binary, f"{tool.name}_{version}")
+        write_atomic(tarball, data)
+        digest = hashlib.sha256(data).hexdigest()
+        write_atomic(checksums, f"{digest}  {tarball.name}\n".encode())
+    return tarball
+
+
+def ensure_binaries() -> dict[str, Path]:
+    """Build (or reuse) step and step-ca at the pinned versions and fill the mirror tree."""
+    versions = pinned_versions()
+    binaries = {}
+    for tool in TOOLS:
+        binaries[tool.name] = ensure_binary(tool, versions[tool.name])
+        ensure_release(tool, versions[tool.name], binaries[tool.name])
+    return binaries
+
+
+def prepare() -> None:
+    """Everything but containers: docker engine, node image, binaries, release tree."""
+    with cache_lock():
+        ensure_docker()
+        ensure_binaries()
+        ensure_image()
+
+
+# ---------------------------------------------------------------------------
+# Hosts, network, containers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One test-bed host: container name (= inventory name = hostname), IP and groups."""
+
+    name: str
+    ip: str
+    groups: tuple[str, ...]
+
+
+@dataclass
+class Bed:
+    """What :func:`up` returns: the running hosts and where everything is."""
+
+    nodes: list[Node]
+    inventory_docker: Path
+    inventory_ssh: Path
+    ssh_key: Path
+    mirror_dir: Path
+    mirror_url: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of all hosts."""
+        return [node.name for node in self.nodes]
+
+    def group(self, group: str) -> list[Node]:
+        """Hosts in ``group``."""
+        return [node for node in self.nodes if group in node.groups]
+
+    def ip(self, name: str) -> str:
+        """IP address of host ``name``."""
+        return next(node.ip for node in self.nodes if node.name == name)
+
+
+def default_groups(name: str) -> tuple[str, ...]:
+    """Return the groups a host gets from its name alone (``()`` if the name says none)."""
+    if re.fullmatch(r"etcd-k8s-\d+", name):
+        return (GROUP_ETCD, GROUP_CERT_MANAGERS) if name == "etcd-k8s-1" else (GROUP_ETCD,)
+    if name == "app-server" or re.fullmatch(r"app-client-\d+", name):
+        return (GROUP_CLIENTS,)
+    return ()
+
+
+def default_ip(name: str) -> str | None:
+    """Return the fixed IP of a host named by the bed's rules (etcd-k8s-N, app-*)."""
+    base = SUBNET.rsplit(".", 1)[0]
+    if match := re.fullmatch(r"etcd-k8s-(\d+)", name):
+        number = int(match.group(1))
+        return f"{base}.{10 + number}" if 1 <= number <= 39 else None
+    if name == "app-server":
+        return f"{base}.50"
+    if match := re.fullmatch(r"app-client-(\d+)", name):
+        number = int(match.group(1))
+        return f"{base}.{100 + number}" if 1 <= number <= 99 else None
+    return None
+
+
+def allocate_ip(name: str, taken: set[str]) -> str:
+    """Return the rule-based IP of ``name`` or a free one in .200-.249."""
+    wanted = default_ip(name)
+    if wanted:
+        return wanted
+    base = SUBNET.rsplit(".", 1)[0]
+    for last in range(200, 250):
+        if f"{base}.{last}" not in taken:
+            return f"{base}.{last}"
+    raise TestbedError("no free address left in the test subnet")
+
+
+def ensure_network() -> None:
+    """Create the test network on its own subnet, refusing to clash with another one."""
+    ours = docker("network", "inspect", NETWORK, check=False)
+    if ours.returncode == 0:
+        config = json.loads(ours.stdout)[0]["IPAM"]["Config"]
+        if config and config[0].get("Subnet") == SUBNET:
+            return
+        raise TestbedError(f"network {NETWORK} exists with another subnet: {config}")
+    wanted = ipaddress.ip_network(SUBNET)
+    ids = docker("network", "ls", "-q").stdout.split()
+    for net in json.loads(docker("network", "inspect", *ids).stdout) if ids else []:
+        for config in (net.get("IPAM") or {}).get("Config") or []:
+            subnet = config.get("Subnet")
+            if subnet and ipaddress.ip_network(subnet, strict=False).overlaps(wanted):
+                raise TestbedError(f"docker network {net['Name']} already uses {subnet}")
+    routes = run(["ip", "-4", "route", "show", "to", "match", GATEWAY], check=False).stdout
+    if any(line.split()[0] != "default" for line in routes.splitlines() if line.strip()):
+        raise TestbedError(f"{SUBNET} is already routed on this machine:\n{routes}")
+    log(f"creating network {NETWORK} ({SUBNET})")
+    docker(
+        "network", "create", "--driver", "bridge", "--subnet", SUBNET, "--gateway", GATEWAY,
+        "--label", f"{LABEL}=1", "-o", f"com.docker.network.bridge.name={BRIDGE_NAME}", NETWORK,
+    )  # fmt: skip
+
+
+def inspect_containers() -> list[dict[str, Any]]:
+    """Return ``docker inspect`` of every container labelled as part of the test bed."""
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    return json.loads(docker("inspect", *ids).stdout) if ids else []
+
+
+def node_from_inspect(info: dict[str, Any]) -> Node:
+    """Build a :class:`Node` from a container's ``docker inspect`` entry."""
+    name = info["Name"].lstrip("/")
+    groups = tuple(filter(None, info["Config"]["Labels"].get(LABEL_GROUPS, "").split(",")))
+    network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
+    ip = (network.get("IPAMConfig") or {}).get("IPv4Address") or network.get("IPAddress", "")
+    return Node(name, ip, groups)
+
+
+def running_nodes() -> list[Node]:
+    """Return the test-bed hosts whose containers are running, in a stable order."""
+    nodes = [node_from_inspect(i) for i in inspect_containers() if i["State"]["Running"]]
+    return sorted(nodes, key=lambda n: ipaddress.ip_address(n.ip) if n.ip else 0)
+
+
+def container_is_current(info: dict[str, Any], node: Node, image_id: str) -> bool:
+    """True when an existing container runs the current image with the wanted IP/groups."""
+    return (
+        info["State"]["Running"] and info["Image"] == image_id and node_from_inspect(info) == node
+    )
+
+
+def start_container(node: Node) -> None:
+    """``docker run`` one node with systemd as PID 1 (flags per the design notes)."""
+    log(f"starting {node.name} ({node.ip})")
+    docker(
+        "run", "-d", "--name", node.name, "--hostname", node.name,
+        "--network", NETWORK, "--ip", node.ip,
+        "--label", f"{LABEL}=1", "--label", f"{LABEL_GROUPS}={','.join(node.groups)}",
+        "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+        "--tmpfs", "/run", "--tmpfs", "/run/lock",
+        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
+        IMAGE, "/sbin/init",
+    )  # fmt: skip
+
+
+def wait_for_boot(name: str) -> None:
+    """Wait until systemd in ``name`` reports ``running``; report failed units otherwise.
+
+    Right after ``docker run`` systemctl may not reach PID 1 yet (empty answer, or
+    ``offline``): retry until :data:`BOOT_TIMEOUT`.
+    """
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    state = ""
+    while time.monotonic() < deadline:
+        remaining = max(deadline - time.monotonic(), 1)
+        try:
+            _, out = exec_in(name, "systemctl is-system-running --wait", timeout=remaining)
+        except subprocess.TimeoutExpired:
+            break
+        state = out.strip()
+        if state == "running":
+            return
+        if state in ("degraded", "maintenance", "stopping"):
+            _, failed = exec_in(name, "systemctl --failed --no-legend --plain")
+            raise TestbedError(f"{name}: systemd is {state!r}; failed units:\n{failed}")
+        time.sleep(0.5)
+    raise TestbedError(f"{name}: systemd not running after {BOOT_TIMEOUT} s (last: {state!r})")
+
+
+def ssh_key() -> Path:
+    """Return the test bed's throwaway ed25519 key (``.testbed/id_ed25519``), made once."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key_file = STATE_DIR / "id_ed25519"
+    pub_file = key_file.with_suffix(".pub")
+    if key_file.exists() and pub_file.exists():
+        return key_file
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    write_atomic(key_file, private, 0o600)
+    write_atomic(pub_file, public + b" etcd-pki-testbed\n")
+    return key_file
+
+
+def authorize_ssh(name: str, key_file: Path) -> None:
+    """Authorize the test bed key for root in ``name`` and check sshd answers."""
+    public = key_file.with_suffix(".pub").read_text()
+    script = "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"
+    docker("exec", "-i", name, "sh", "-c", script, input=public)
+    rc, out = exec_in(name, "systemctl is-active ssh.service")
+    if out.strip() != "active":
+        raise TestbedError(f"{name}: sshd is not running ({out.strip()})")
+
+
+def wait_for_port(ip: str, port: int, timeout: float = 30) -> bytes:
+    """Connect to ``ip:port`` until it answers; return the first bytes it sends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((ip, port), timeout=5) as conn:
+                return conn.recv(64)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def setup_node(name: str, key_file: Path) -> None:
+    """Wait for one node's boot, then give it the SSH key and check sshd from the host."""
+    wait_for_boot(name)
+    authorize_ssh(name, key_file)
+    ip = next(n.ip for n in running_nodes() if n.name == name)
+    banner = wait_for_port(ip, 22)
+    if not banner.startswith(b"SSH-"):
+        raise TestbedError(f"{name}: port 22 answered {banner!r}")
+
+
+def requested_nodes(clients: int = 0, with_: Sequence[str] = ()) -> list[Node]:
+    """Return the default hosts plus ``with_`` hosts and ``clients`` app-client-N hosts."""
+    names = [*DEFAULT_NODES, *with_, *(f"app-client-{i}" for i in range(1, clients + 1))]
+    nodes = []
+    for name in dict.fromkeys(names):
+        groups = default_groups(name)
+        ip = default_ip(name)
+        if not groups or not ip:
+            raise TestbedError(f"{name}: not a test-bed name (etcd-k8s-N, app-client-N); use add")
+        nodes.append(Node(name, ip, groups))
+    return nodes
+
+
+def converge(nodes: Sequence[Node], *, prune: bool) -> None:
+    """Start missing/outdated containers for ``nodes``; with ``prune`` remove all others."""
+    image_id = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Id"]
+    wanted = {node.name: node for node in nodes}
+    kept = set()
+    for info in inspect_containers():
+        name = info["Name"].lstrip("/")
+        if name in wanted and container_is_current(info, wanted[name], image_id):
+            kept.add(name)
+        elif name in wanted or prune:
+            log(f"removing container {name}")
+            docker("rm", "-f", name)
+    for node in nodes:
+        if node.name in kept:
+            continue
+        if docker("container", "inspect", node.name, check=False).returncode == 0:
+            raise TestbedError(f"a container named {node.name} exists outside the test bed")
+        start_container(node)
+    key_file = ssh_key()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: setup_node(n.name, key_file), nodes))
+
+
+def current_names() -> set[str]:
+    """Names of the test-bed containers that exist now (running or not)."""
+    return {i["Name"].lstrip("/") for i in inspect_containers()}
+
+
+# ---------------------------------------------------------------------------
+# HTTP mirror
+# ---------------------------------------------------------------------------
+
+
+def mirror_pid_file() -> Path:
+    """Return the pid file of the HTTP mirror server."""
+    return STATE_DIR / "mirror-http.pid"
+
+
+def mirror_pid() -> int | None:
+    """Return the pid of our running HTTP mirror server, or None."""
+    try:
+        pid = int(mirror_pid_file().read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return pid if b"http.server" in cmdline else None
+
+
+def probe_path() -> str:
+    """Return the mirror-relative path of the step checksums file (used for checks)."""
+    tool, version = TOOLS[0], pinned_versions()[TOOLS[0].name]
+    return str((release_dir(tool, version) / "checksums.txt").relative_to(mirror_dir()))
+
+
+def mirror_serves() -> bool:
+    """True when something at :data:`MIRROR_URL` serves our current checksums file."""
+    path = probe_path()
+    # No proxy: the request must go to our own gateway address and nowhere else.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{MIRROR_URL}/{path}", timeout=5) as response:
+            return response.read() == (mirror_dir() / path).read_bytes()
+    except OSError:
+        return False
+
+
+def serve() -> None:
+    """Serve ``CACHE/mirror`` on the gateway IP as a detached process (pid in .testbed/)."""
+    if mirror_serves():
+        return
+    stop_mirror()
+    STATE_DIR.mkdir(exist_ok=True)
+    logfile = STATE_DIR / "mirror-http.log"
+    log(f"serving {mirror_dir()} at {MIRROR_URL}")
+    with logfile.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(MIRROR_PORT), "--bind", GATEWAY,
+             "--directory", str(mirror_dir())],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    mirror_pid_file().write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 15
+    while not mirror_serves():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise TestbedError(f"HTTP mirror did not start, see {logfile}")
+        time.sleep(0.2)
+
+
+def stop_mirror() -> None:
+    """Stop the HTTP mirror server started from this checkout (by its pid file)."""
+    pid = mirror_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+    mirror_pid_file().unlink(missing_ok=True)
+
+
+def check_mirror_from(name: str) -> None:
+    """Fetch the checksums file with curl from inside container ``name``."""
+    path = probe_path()
+    rc, out = exec_in(name, f"curl -fsS --max-time 10 {MIRROR_URL}/{path}")
+    if rc != 0 or out != (mirror_dir() / path).read_text():
+        raise TestbedError(f"{name} cannot fetch {MIRROR_URL}/{path}: rc={rc} {out!r}")
+
+
+# ---------------------------------------------------------------------------
+# Inventories
+# ---------------------------------------------------------------------------
+
+
+class _Unset:
+    """Marker type of :data:`UNSET`."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Use as a value in :func:`write_inventory` extra data to drop a default key."""
+
+
+def inventory_path(flavour: str) -> Path:
+    """Return the default inventory path of ``flavour`` (``docker`` or ``ssh``)."""
+    return STATE_DIR / f"inventory_{flavour}.py"
+
+
+def host_name(node: Node, flavour: str) -> str:
+    """Return the inventory host name of ``node`` for ``flavour``."""
+    if flavour == "docker":
+        return f"@docker/{node.name}"
+    if flavour == "ssh":
+        return node.name
+    raise ValueError(f"unknown inventory flavour {flavour!r}")
+
+
+def base_host_data(node: Node, flavour: str) -> dict[str, Any]:
+    """Return the host data every test-bed host carries."""
+    data: dict[str, Any] = {
+        "address": node.ip,
+        "node_name": node.name,
+        "install_source": "controller",
+        "install_controller_dir": str(mirror_dir()),
+    }
+    if flavour == "ssh":
+        data.update(
+            ssh_hostname=node.ip,
+            ssh_user="root",
+            ssh_key=str(ssh_key()),
+            ssh_known_hosts_file="/dev/null",
+            ssh_strict_host_key_checking="no",
+            ssh_config_file="/dev/null",
+            ssh_allow_agent=False,
+            ssh_look_for_keys=False,
+        )
+    return data
+
+
+def group_members(nodes: Sequence[Node], groups: Mapping[str, Sequence[str]] | None) -> dict:
+    """Return ``{group: [names]}``: the labels' groups with ``groups`` replacing entries."""
+    members: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for node in nodes:
+        for group in node.groups:
+            members.setdefault(group, []).append(node.name)
+    for group, names in (groups or {}).items():
+        members[group] = list(names)
+    return members
+
+
+def merge_data(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Update ``target`` with ``extra``; values equal to :data:`UNSET` remove the key."""
+    for key, value in extra.items():
+        if value is UNSET:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
+def write_inventory(
+    path: Path | str | None = None,
+    flavour: str = "docker",
+    *,
+    nodes: Sequence[Node] | None = None,
+    data: Mapping[str, Any] | None = None,
+    group_data: Mapping[str, Mapping[str, Any]] | None = None,
+    host_data: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+) -> Path:
+    """Write a pyinfra inventory of the running test bed and return its path.
+
+    ``flavour`` is ``docker`` (hosts ``@docker/NAME``) or ``ssh`` (hosts ``NAME`` reached by
+    SSH at the container IP). Every host gets :func:`base_host_data`; then ``data`` (all
+    hosts), ``group_data`` (per group, applied to the members) and ``host_data`` (per plain
+    host name) are merged in, in that order, as *host* data, so they win over
+    ``group_data/*.py`` files. A value of :data:`UNSET` removes a key. ``groups`` replaces
+    the membership of the named groups (e.g. ``{"etcd_cert_managers": ["etcd-k8s-1",
+    "etcd-k8s-2"]}``) or adds new groups. Values must be Python literals (``repr``-able).
+    """
+    nodes = list(running_nodes() if nodes is None else nodes)
+    target = Path(path) if path else inventory_path(flavour)
+    by_name = {node.name: node for node in nodes}
+    members = group_members(nodes, groups)
+    unknown = {n for names in members.values() for n in names} - by_name.keys()
+    if unknown:
+        raise TestbedError(f"groups name hosts that are not in the bed: {sorted(unknown)}")
+    lines = [
+        f'"""pyinfra inventory of the test bed ({flavour} flavour).',
+        "",
+        'Generated by tests/testbed.py; rewritten on every "testbed up/add/remove"."""',
+        "",
+    ]
+    written: set[str] = set()
+    for group, names in members.items():
+        lines.append(f"{group} = [")
+        for name in names:
+            node = by_name[name]
+            if name in written:
+                lines.append(f"    {host_name(node, flavour)!r},")
+                continue
+            written.add(name)
+            host = base_host_data(node, flavour)
+            merge_data(host, data or {})
+            for group_name, extra in (group_data or {}).items():
+                if name in members.get(group_name, ()):
+                    merge_data(host, extra)
+            merge_data(host, (host_data or {}).get(name, {}))
+            lines.append(f"    ({host_name(node, flavour)!r}, {{")
+            lines += [f"        {key!r}: {value!r}," for key, value in host.items()]
+            lines.append("    }),")
+        lines.append("]")
+    missing = [node for node in nodes if node.name not in written]
+    if missing:
+        # Hosts in no group still belong in the inventory.
+        lines.append("ungrouped = [")
+        for node in missing:
+            lines.append(f"    ({host_name(node, flavour)!r}, {base_host_data(node, flavour)!r}),")
+        lines.append("]")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, ("\n".join(lines) + "\n").encode())
+    return target
+
+
+def write_inventories() -> tuple[Path, Path]:
+    """Rewrite both default inventories from the running containers."""
+    nodes = running_nodes()
+    return write_inventory(None, "docker", nodes=nodes), write_inventory(None, "ssh", nodes=nodes)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------
+
+
+def bed() -> Bed:
+    """Describe the running test bed (no changes made)."""
+    return Bed(
+        nodes=running_nodes(),
+        inventory_docker=inventory_path("docker"),
+        inventory_ssh=inventory_path("ssh"),
+        ssh_key=STATE_DIR / "id_ed25519",
+        mirror_dir=mirror_dir(),
+        mirror_url=MIRROR_URL,
+        versions=pinned_versions(),
+    )
+
+
+def up(clients: int = 0, with_: Sequence[str] = (), *, fresh: bool = False) -> Bed:
+    """Prepare, then converge the bed to the default hosts + ``with_`` + ``clients``.
+
+    Running containers that match are kept (so a second call is quick); test-bed
+    containers that were not requested are removed; ``fresh`` recreates every container.
+    """
+    started = time.monotonic()
+    prepare()
+    nodes = requested_nodes(clients, with_)
+    with cache_lock():
+        if fresh:
+            remove_containers()
+        ensure_network()
+        converge(nodes, prune=True)
+        serve()
+        check_mirror_from(nodes[0].name)
+        write_inventories()
+    log(f"test bed up in {time.monotonic() - started:.0f} s: {', '.join(n.name for n in nodes)}")
+    return bed()
+
+
+def add(name: str, group: str) -> Bed:
+    """Start one more host ``name`` in ``group`` (etcd or etcd_clients) and rewrite inventories."""
+    if group not in (GROUP_ETCD, GROUP_CLIENTS):
+        raise TestbedError(f"group must be {GROUP_ETCD} or {GROUP_CLIENTS}, not {group!r}")
+    prepare()
+    with cache_lock():
+        ensure_network()
+        nodes = running_nodes()
+        if name not in {n.name for n in nodes}:
+            ip = allocate_ip(name, {n.ip for n in nodes})
+            groups = default_groups(name) if group in default_groups(name) else (group,)
+            nodes.append(Node(name, ip, groups))
+        converge(nodes, prune=False)
+        serve()
+        write_inventories()
+    return bed()
+
+
+def remove(name: str) -> Bed:
+    """Remove host ``name`` and rewrite the inventories."""
+    with cache_lock():
+        if name not in current_names():
+            raise TestbedError(f"{name} is not a test-bed container")
+        docker("rm", "-f", name)
+        write_inventories()
+    return bed()
+
+
+def remove_containers() -> None:
+    """Remove every test-bed container."""
+    names = sorted(current_names())
+    if names:
+        log(f"removing containers {', '.join(names)}")
+        docker("rm", "-f", *names)
+
+
+def down() -> None:
+    """Remove containers, network and HTTP server; keep caches and the SSH key."""
+    with cache_lock():
+        if docker_ok():
+            remove_containers()
+            if docker("network", "inspect", NETWORK, check=False).returncode == 0:
+                docker("network", "rm", NETWORK)
+        stop_mirror()
+        for flavour in ("docker", "ssh"):
+            inventory_path(flavour).unlink(missing_ok=True)
+
+
+def exec_in(name: str, cmd: str | Sequence[str], *, timeout: float = 120) -> tuple[int, str]:
+    """Run ``cmd`` (a shell string or an argv list) in container ``name``: (rc, stdout)."""
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    result = run(["docker", "exec", name, *argv], check=False, timeout=timeout)
+    return result.returncode, result.stdout
+
+
+def run_pyinfra(
+    inventory: Path | str,
+    deploy_file: str,
+    *args: str,
+    timeout: float = PYINFRA_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pyinfra -y INVENTORY DEPLOY_FILE ARGS...`` from the repo root, capturing output.
+
+    ``deploy_file`` may also be a pyinfra operation word, e.g.
+    ``run_pyinfra(inv, "exec", "--", "hostname")`` or ``run_pyinfra(inv, "fact", "...")``.
+    """
+    pyinfra = REPO_ROOT / ".venv" / "bin" / "pyinfra"
+    if not pyinfra.exists():
+        pyinfra = Path(sys.executable).parent / "pyinfra"
+    cmd = [str(pyinfra), "-y", str(inventory), deploy_file, *args]
+    return subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def status() -> str:
+    """Return a human-readable summary of the bed and how to reach it."""
+    lines = []
+    versions = pinned_versions()
+    for tool in TOOLS:
+        path = binary_path(tool, versions[tool.name])
+        lines.append(f"{tool.name} {versions[tool.name]}: {path if path.exists() else 'not built'}")
+    if not docker_ok():
+        return "\n".join([*lines, "docker engine: not running"])
+    lines.append(f"image {IMAGE}: {'present' if image_recipe_of(IMAGE) else 'absent'}")
+    lines.append(f"HTTP mirror {MIRROR_URL}: {'serving' if mirror_serves() else 'down'}")
+    for info in inspect_containers():
+        node = node_from_inspect(info)
+        lines.append(
+            f"  {node.name:<14} {node.ip:<14} {info['State']['Status']:<8} {','.join(node.groups)}"
+        )
+    nodes = running_nodes()
+    if nodes:
+        lines += [
+            f"shell:      docker exec -it {nodes[0].name} bash",
+            f"inventory:  {inventory_path('docker').relative_to(REPO_ROOT)} (@docker/NAME)",
+            f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh, key "
+            f"{(STATE_DIR / 'id_ed25519').relative_to(REPO_ROOT)})",
+            f"etcdctl:    docker exec {nodes[0].name} etcdctl member list",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m tests.testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="docker engine, node image, binaries, mirror tree")
+    p_up = sub.add_parser("up", help="prepare and start the containers")
+    p_up.add_argument("--clients", type=int, default=0, help="extra app-client-N hosts")
+    p_up.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME")
+    p_up.add_argument("--fresh", action="store_true", help="recreate every container")
+    p_add = sub.add_parser("add", help="start one more host")
+    p_add.add_argument("name")
+    p_add.add_argument("--group", required=True, choices=[GROUP_ETCD, GROUP_CLIENTS])
+    p_remove = sub.add_parser("remove", help="remove one host")
+    p_remove.add_argument("name")
+    sub.add_parser("serve", help="(re)start the HTTP mirror")
+    sub.add_parser("inventory", help="rewrite the inventories from the running containers")
+    sub.add_parser("status", help="show the bed")
+    sub.add_parser("down", help="remove containers, network, HTTP server (keeps caches)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            prepare()
+        elif args.command == "up":
+            up(args.clients, args.with_, fresh=args.fresh)
+            print(status())
+        elif args.command == "add":
+            add(args.name, args.group)
+        elif args.command == "remove":
+            remove(args.name)
+        elif args.command == "serve":
+            prepare()
+            ensure_network()
+            serve()
+        elif args.command == "inventory":
+            print("\n".join(str(p) for p in write_inventories()))
+        elif args.command == "status":
+            print(status())
+        elif args.command == "down":
+            down()
+    except TestbedError as exc:
+        print(f"testbed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
