@@ -31,6 +31,9 @@ CLUSTER_WIDE = (
     "cert_lifetime_max",
     "cert_lifetime_min",
     "dns_domain",
+    "etcd_cluster_name",
+    "etcd_client_port",
+    "etcd_peer_port",
     "ssl_dir",
     "step_version",
     "step_ca_version",
@@ -97,6 +100,21 @@ class HostPlan:
     def is_cert_manager(self) -> bool:
         return CERT_MANAGERS in self.groups
 
+    @property
+    def peer_url(self) -> str:
+        return f"https://{_url_host(self.address)}:{self.settings.etcd_peer_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{_url_host(self.address)}:{self.settings.etcd_client_port}"
+
+    @property
+    def etcd_data_dir(self) -> str:
+        return f"{self.settings.etcd_data_root}/{self.settings.etcd_cluster_name}"
+
+    def cert(self, kind: str) -> CertSpec:
+        return next(c for c in self.certs if c.kind == kind)
+
 
 @dataclass(frozen=True)
 class ClusterPlan:
@@ -120,6 +138,15 @@ class ClusterPlan:
     @property
     def etcd_members(self) -> tuple[HostPlan, ...]:
         return tuple(h for h in self.hosts.values() if h.is_etcd)
+
+    @property
+    def initial_cluster(self) -> str:
+        """etcd's --initial-cluster for a new cluster of every `etcd` host."""
+        return ",".join(f"{h.name}={h.peer_url}" for h in self.etcd_members)
+
+    @property
+    def client_endpoints(self) -> str:
+        return ",".join(h.client_url for h in self.etcd_members)
 
 
 def _url_host(address: str) -> str:

@@ -23,6 +23,7 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 INSTALL_SOURCES = ("github", "mirror", "controller")
 KEY_TYPES = ("EC", "RSA", "OKP")
 RENEW_MODES = ("renew", "rekey")
+ETCD_SOURCES = ("debian", "release")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,15 @@ class Settings:
     renew_persistent: bool
     renew_post_command: str | None
     etcd_user: str
+    etcd_service_name: str
+    etcd_cluster_name: str
+    etcd_data_root: str
+    etcd_client_port: int
+    etcd_peer_port: int
+    etcd_install_source: str
+    etcd_version: str
+    etcd_release_url: str
+    etcd_sha256: dict[str, str]
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -118,7 +128,7 @@ def _check(v: dict[str, Any]) -> list[str]:
     for name in ("step_version", "step_ca_version"):
         if not re.fullmatch(r"\d+\.\d+\.\d+", str(v[name])):
             out.append(f"`{name}` = {v[name]!r} is not a version like 0.30.2")
-    for name in ("step_sha256", "step_ca_sha256"):
+    for name in ("step_sha256", "step_ca_sha256", "etcd_sha256"):
         pins = v[name]
         if not isinstance(pins, dict):
             out.append(f"`{name}` must be a dict of arch -> sha256, got {type(pins).__name__}")
@@ -143,19 +153,33 @@ def _check(v: dict[str, Any]) -> list[str]:
         if not path:
             out.append("`install_controller_dir` must name a directory on the controller")
 
-    for name in ("bin_dir", "ca_dir", "ssl_dir", "step_dir"):
+    for name in ("bin_dir", "ca_dir", "ssl_dir", "step_dir", "etcd_data_root"):
         out.extend(_check_path(name, v[name]))
     for name in ("ca_user", "client_key_owner", "etcd_user"):
         if not _USER_RE.match(str(v[name])):
             out.append(f"`{name}` = {v[name]!r} is not a valid user name")
 
-    port = v["ca_port"]
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        out.append(f"`ca_port` = {port!r} must be an integer 1..65535")
-    for name in ("ca_name", "ca_provisioner"):
+    for name in ("ca_port", "etcd_client_port", "etcd_peer_port"):
+        port = v[name]
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            out.append(f"`{name}` = {port!r} must be an integer 1..65535")
+    if len({v["ca_port"], v["etcd_client_port"], v["etcd_peer_port"]}) < 3:
+        out.append("`ca_port`, `etcd_client_port` and `etcd_peer_port` must all differ")
+    if v["etcd_install_source"] not in ETCD_SOURCES:
+        out.append(
+            f"`etcd_install_source` = {v['etcd_install_source']!r} is unknown; "
+            f"use one of {ETCD_SOURCES}"
+        )
+    if v["etcd_install_source"] == "release":
+        if not re.fullmatch(r"\d+\.\d+\.\d+", str(v["etcd_version"])):
+            out.append(f"`etcd_version` = {v['etcd_version']!r} is not a version like 3.5.16")
+        if urlparse(str(v["etcd_release_url"])).scheme not in ("http", "https"):
+            out.append(f"`etcd_release_url` = {v['etcd_release_url']!r} must be http(s)")
+        if not v["etcd_sha256"]:
+            out.append("`etcd_sha256` must pin the tarball's sha256 per arch for source 'release'")
+    for name in ("ca_name", "ca_provisioner", "etcd_cluster_name", "etcd_service_name"):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}", str(v[name])):
             out.append(f"`{name}` = {v[name]!r}: use letters, digits, space, '.', '_', '-'")
-
     seconds = {}
     for name in ("cert_lifetime", "cert_lifetime_max", "cert_lifetime_min"):
         try:

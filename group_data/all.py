@@ -104,3 +104,19 @@ renew_post_command: str | None = None
 
 # User etcd runs as (Debian's package creates it); it owns the etcd hosts' keys.
 etcd_user = "etcd"
+# systemd service name of etcd (Debian: "etcd"; the seed used "etcd-k8s-X"). The
+# deploy writes its own unit under this name, replacing the package's default etcd.
+etcd_service_name = "etcd"
+# Cluster name: the initial-cluster token and the data directory's name. A data
+# directory of another cluster is never reused: ours is /var/lib/etcd/<cluster>.
+etcd_cluster_name = "etcd-cluster"
+etcd_data_root = "/var/lib/etcd"
+etcd_client_port = 2379
+etcd_peer_port = 2380
+# Where etcd comes from: "debian" (packages etcd-server, etcd-client) or "release"
+# (the official tarball etcd-v<version>-linux-<arch>.tar.gz from `etcd_release_url`,
+# verified against `etcd_sha256[arch]`, installed into bin_dir).
+etcd_install_source = "debian"
+etcd_version = "3.5.16"
+etcd_release_url = "https://github.com/etcd-io/etcd/releases/download"
+etcd_sha256: dict[str, str] = {}

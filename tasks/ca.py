@@ -34,6 +34,9 @@ CA_DIRS = (
     ("secrets", "root", "CA", "750"),
     ("db", "CA", "CA", "700"),
 )
+# What `step ca init` creates; found without config/ca.json they are an interrupted init.
+INIT_OUTPUTS = ("certs", "config", "db", "templates", "secrets/root_ca_key",
+                "secrets/intermediate_ca_key")
 # ca.json claim -> the group_data setting it must equal.
 CLAIMS = {
     "minTLSCertDuration": "cert_lifetime_min",
@@ -71,10 +74,9 @@ def init_command(plan: ClusterPlan, s: Settings) -> str:
     d = s.ca_dir
     dns = " ".join(f"--dns={shlex.quote(n)}" for n in plan.ca_sans)
     return (
-        f"set -e; cd {d}; if [ -e certs ] || [ -e secrets/root_ca_key ] || [ -e db ]; then "
-        f"aside=.interrupted-init-$(date +%s); mkdir -m 700 $aside; "
-        f"mv certs config db secrets/root_ca_key secrets/intermediate_ca_key $aside/ 2>/dev/null "
-        f"|| true; fi; "
+        f"set -e; cd {d}; leftovers=$(ls -d {' '.join(INIT_OUTPUTS)} 2>/dev/null || true); "
+        'if [ -n "$leftovers" ]; then aside=.interrupted-init-$(date +%s); '
+        'mkdir -m 700 $aside; mv $leftovers $aside/; fi; '
         f"STEPPATH={d} {s.bin_dir}/step ca init --deployment-type=standalone "
         f"--name={shlex.quote(s.ca_name)} {dns} --address=:{s.ca_port} "
         f"--provisioner={shlex.quote(s.ca_provisioner)} --with-ca-url={plan.ca_url} "
@@ -86,6 +88,17 @@ def init_command(plan: ClusterPlan, s: Settings) -> str:
 
 def _owner(value: str, s: Settings) -> str:
     return s.ca_user if value == "CA" else value
+
+
+def _directory(ca_dir: str, path: str, owner: str, group: str, mode: str, s: Settings) -> None:
+    full = f"{ca_dir}/{path}".rstrip("/")
+    files.directory(
+        name=f"{full} {_owner(owner, s)}:{_owner(group, s)} {mode}",
+        path=full,
+        user=_owner(owner, s),
+        group=_owner(group, s),
+        mode=mode,
+    )
 
 
 @deploy("Initialise step-ca")
@@ -111,16 +124,12 @@ def init_ca() -> None:
         system=True,
         home=d,
         create_home=False,
+        ensure_home=False,
         shell="/usr/sbin/nologin",
     )
-    for path, owner, group, mode in CA_DIRS[:4]:
-        files.directory(
-            name=f"Directory {d}/{path}".rstrip("/"),
-            path=f"{d}/{path}".rstrip("/"),
-            user=owner,
-            group=_owner(group, s),
-            mode=mode,
-        )
+    # Only the top and secrets/ before init: `step ca init` creates the rest.
+    for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
+        _directory(d, path, owner, group, mode, s)
 
     claims = host.get_fact(CaClaims, ca_json=f"{d}/config/ca.json")
     if claims is None:
@@ -160,14 +169,8 @@ def init_ca() -> None:
             mode=mode,
             touch=False,
         )
-    db_path, owner, group, mode = CA_DIRS[4]
-    files.directory(
-        name=f"Directory {d}/{db_path}",
-        path=f"{d}/{db_path}",
-        user=_owner(owner, s),
-        group=_owner(group, s),
-        mode=mode,
-    )
+    for path, owner, group, mode in CA_DIRS:
+        _directory(d, path, owner, group, mode, s)
 
     unit = files.template(
         name="step-ca systemd unit",

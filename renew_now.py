@@ -1,0 +1,28 @@
+"""Renew certificates now instead of waiting for the timers.
+
+    pyinfra inventory.py renew_now.py                            # renew what is due
+    pyinfra inventory.py renew_now.py --data renew_now_force=true  # renew everything
+
+Starts each certificate's `step-renew-*.service`: the same path the timers take
+(mTLS renewal, atomic replacement, owner and mode kept). Without force a certificate
+that is not past `renew_threshold_percent` is skipped by the unit's condition.
+"""
+
+from pyinfra import host
+from pyinfra.operations import server
+
+from tasks.common import this_host
+
+OVERRIDE = "/run/etcd-pki/renew-override"
+
+me = this_host()
+force = str(host.data.get("renew_now_force", False)).lower() in ("1", "true", "yes")
+units = " ".join(f"{c.unit}.service" for c in me.certs)
+if units:
+    prefix = (
+        f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {OVERRIDE} && " if force else ""
+    )
+    server.shell(
+        name=f"Start {units}" + (" (forced)" if force else " (renews what is due)"),
+        commands=[f"{prefix}systemctl start {units}; rc=$?; rm -f {OVERRIDE}; exit $rc"],
+    )

@@ -1,0 +1,237 @@
+"""etcd on the `etcd` hosts with mutual TLS on the certificates issued by step-ca.
+
+A new cluster starts all members at once (`initial-cluster-state=new`, start without
+waiting for systemd's notify, then wait for health). A host that joins a running
+cluster is first registered with `etcdctl member add`, from the host itself with its
+own client certificate, so `--limit NEW-HOST` touches no other host.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host, logger
+from pyinfra.api import StringCommand, deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Directory
+from pyinfra.operations import files, python, server, systemd
+from pyinfra.operations.util import any_changed
+
+from etcd_pki.plan import ClusterPlan, HostPlan
+from tasks.common import get_plan, pyinfra_host, this_host
+
+ETC_DIR = "/etc/etcd"
+ENV_FILE = f"{ETC_DIR}/etcd.env"
+INITIAL_ENV_FILE = f"{ETC_DIR}/initial-cluster.env"
+PACKAGES = ("etcd-server", "etcd-client")
+
+
+def etcd_bins(me: HostPlan) -> tuple[str, str]:
+    """Paths of etcd and etcdctl for the configured install source."""
+    if me.settings.etcd_install_source == "debian":
+        return "/usr/bin/etcd", "/usr/bin/etcdctl"
+    return f"{me.settings.bin_dir}/etcd", f"{me.settings.bin_dir}/etcdctl"
+
+
+def etcdctl(me: HostPlan, endpoints: str, *args: str) -> str:
+    """An etcdctl command line authenticated with this host's client certificate."""
+    client = me.cert("client")
+    return " ".join(
+        [
+            etcd_bins(me)[1],
+            f"--endpoints={endpoints}",
+            f"--cacert={me.settings.ssl_dir}/root_ca.crt",
+            f"--cert={client.crt}",
+            f"--key={client.key}",
+            "--dial-timeout=3s",
+            "--command-timeout=10s",
+            *args,
+        ]
+    )
+
+
+def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
+    return (
+        "# Written by the etcd PKI deploy when this member first joined.\n"
+        f"ETCD_INITIAL_CLUSTER_STATE={state}\n"
+        f"ETCD_INITIAL_CLUSTER={initial_cluster}\n"
+        f"ETCD_INITIAL_CLUSTER_TOKEN={cluster_name}\n"
+    )
+
+
+@deploy("Install etcd")
+def install_etcd() -> None:
+    """Install etcd (Debian packages) without letting the package start a default etcd.
+
+    Runs before certificates are issued: it creates the `etcd` user that owns the keys.
+
+    .. code:: python
+
+        install_etcd()
+    """
+    me = this_host()
+    if me.settings.etcd_install_source != "debian":
+        raise PyinfraError(
+            f"host {me.name}: etcd_install_source={me.settings.etcd_install_source!r} "
+            "is not implemented yet; use 'debian'"
+        )
+    installed = host.get_fact(DebPackages) or {}
+    missing = [p for p in PACKAGES if p not in installed]
+    if missing:
+        # policy-rc.d (exit 101) stops the package from starting etcd with its defaults.
+        server.shell(
+            name=f"Install {' '.join(missing)} (not started)",
+            commands=[
+                "set -e; created=; if [ ! -e /usr/sbin/policy-rc.d ]; then "
+                "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; "
+                "chmod 755 /usr/sbin/policy-rc.d; created=1; fi; "
+                "trap '[ -n \"$created\" ] && rm -f /usr/sbin/policy-rc.d' EXIT; "
+                "apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                + " ".join(missing)
+            ],
+        )
+
+
+def _cluster_exists(plan: ClusterPlan, me: HostPlan) -> bool:
+    """True if another etcd member already has data (read before this run changes any)."""
+    for other in plan.etcd_members:
+        if other.name == me.name:
+            continue
+        if pyinfra_host(other.name).get_fact(Directory, path=f"{other.etcd_data_dir}/member"):
+            return True
+    return False
+
+
+def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:
+    """Register this host with `member add` (unless listed already) and write its
+    initial-cluster file from the cluster's own answer."""
+    endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
+    ok, out = host.run_shell_command(
+        StringCommand(etcdctl(me, endpoints, "member", "list", "-w", "simple"))
+    )
+    if not ok:
+        raise PyinfraError(f"cannot reach the etcd cluster at {endpoints}: {out.stderr[-300:]}")
+    # simple format: ID, status, name, peer URLs, client URLs, is-learner
+    members = [[f.strip() for f in line.split(",")] for line in out.stdout_lines if line]
+    if not any(me.peer_url in m[3].split(" ") for m in members):
+        ok, out = host.run_shell_command(
+            StringCommand(
+                etcdctl(me, endpoints, "member", "add", me.name, f"--peer-urls={me.peer_url}")
+            )
+        )
+        if not ok:
+            raise PyinfraError(f"etcdctl member add {me.name} failed: {out.stderr[-300:]}")
+        logger.info(f"{host.print_prefix}added etcd member {me.name} ({me.peer_url})")
+        members.append(["", "unstarted", me.name, me.peer_url, "", "false"])
+    cluster = ",".join(f"{m[2] or me.name}={m[3].split(' ')[0]}" for m in members)
+    files.put(
+        name=f"{INITIAL_ENV_FILE} (join existing cluster)",
+        src=StringIO(initial_env("existing", cluster, me.settings.etcd_cluster_name)),
+        dest=INITIAL_ENV_FILE,
+        mode="644",
+    )
+
+
+@deploy("Configure etcd")
+def configure_etcd() -> None:
+    """Configure and start etcd with TLS on client and peer ports; join new members.
+
+    .. code:: python
+
+        configure_etcd()
+    """
+    plan = get_plan()
+    me = this_host()
+    s = me.settings
+    service = f"{s.etcd_service_name}.service"
+    etcd_bin, _ = etcd_bins(me)
+
+    files.directory(name=f"Directory {ETC_DIR}", path=ETC_DIR, mode="755")
+    files.directory(
+        name=f"Directory {me.etcd_data_dir}",
+        path=me.etcd_data_dir,
+        user=s.etcd_user,
+        group=s.etcd_user,
+        mode="700",
+    )
+    env = files.template(
+        name=f"{ENV_FILE} (TLS on {me.client_url} and {me.peer_url})",
+        src="templates/etcd.env.j2",
+        dest=ENV_FILE,
+        mode="644",
+        me=me,
+        s=s,
+        server=me.cert("server"),
+        peer=me.cert("peer"),
+    )
+    unit = files.template(
+        name=f"{service} unit",
+        src="templates/etcd.service.j2",
+        dest=f"/etc/systemd/system/{service}",
+        mode="644",
+        me=me,
+        s=s,
+        env_file=ENV_FILE,
+        initial_env_file=INITIAL_ENV_FILE,
+        etcd_bin=etcd_bin,
+    )
+    if s.etcd_service_name != "etcd":
+        # The package's own etcd.service would hold 127.0.0.1:2379.
+        systemd.service(
+            name="Package default etcd.service stopped and disabled",
+            service="etcd.service",
+            running=False,
+            enabled=False,
+        )
+    reload = systemd.daemon_reload(
+        name="systemd daemon-reload (etcd unit changed)", _if=unit.did_change
+    )
+
+    member_dir = host.get_fact(Directory, path=f"{me.etcd_data_dir}/member")
+    if not member_dir:
+        if _cluster_exists(plan, me):
+            joined = python.call(
+                name=f"Join the running cluster as {me.name} (etcdctl member add)",
+                function=_join_existing,
+                plan=plan,
+                me=me,
+            )
+        else:
+            joined = files.put(
+                name=f"{INITIAL_ENV_FILE} (new cluster of {len(plan.etcd_members)})",
+                src=StringIO(initial_env("new", plan.initial_cluster, s.etcd_cluster_name)),
+                dest=INITIAL_ENV_FILE,
+                mode="644",
+            )
+        # --no-block: members of a new cluster wait for each other (notify needs quorum).
+        started = server.shell(
+            name=f"Start {service} (first start of this member)",
+            commands=[f"systemctl enable {service} && systemctl restart --no-block {service}"],
+        )
+        waited_on = [joined, started]
+    else:
+        started = systemd.service(
+            name=f"Restart {service} (configuration changed)",
+            service=service,
+            restarted=True,
+            _if=any_changed(env, unit, reload),
+            _serial=True,  # one member at a time keeps quorum
+        )
+        waited_on = [started]
+        systemd.service(
+            name=f"{service} enabled and running",
+            service=service,
+            running=True,
+            enabled=True,
+        )
+    health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")
+    server.shell(
+        name=f"Wait until etcd on {me.name} is healthy",
+        commands=[
+            f"for i in $(seq 1 120); do {health} >/dev/null 2>&1 && exit 0; sleep 1; done; "
+            f"echo 'etcd on {me.name} not healthy after 120 s; see journalctl -u {service}' >&2; "
+            f"{health}; exit 1"
+        ],
+        _if=any_changed(*waited_on),
+    )
