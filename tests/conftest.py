@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests import testbed
+from tests import testbed as tb
 
 
 @pytest.fixture(scope="session")
-def bed() -> testbed.Bed:
-    """The running Docker test bed (brought up once, reused if already up, never torn down).
+def testbed(pytestconfig: pytest.Config) -> Iterator[tb.Bed]:
+    """The running Docker test bed: brought up once (reused when already up).
 
-    Leave it running after the session: ``make testbed-down`` removes it.
+    Not torn down at the end: ``make testbed-down`` removes it. Progress of the slow
+    first-time steps (image, binaries) is shown live instead of being captured.
     """
-    return testbed.up()
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        bed = tb.up()
+    yield bed

@@ -296,9 +296,11 @@ def image_recipe_of(image: str) -> str | None:
 def ensure_image() -> None:
     """Make sure ``IMAGE`` exists for the current recipe: docker load or build it."""
     wanted = image_recipe_hash()
-    if image_recipe_of(IMAGE) == wanted:
-        return
     cached = image_cache_file()
+    if image_recipe_of(IMAGE) == wanted:
+        if not cached.exists():
+            save_image(cached)
+        return
     if cached.exists():
         log(f"loading {IMAGE} from {cached}")
         docker("load", "-i", str(cached), timeout=600)
@@ -335,6 +337,12 @@ def build_image(save_to: Path) -> None:
         import_rootfs(root, IMAGE)
     finally:
         remove_tree(root)
+    save_image(save_to)
+    log(f"image ready in {time.monotonic() - started:.0f} s")
+
+
+def save_image(save_to: Path) -> None:
+    """``docker save`` the node image into the cache, replacing older recipes' tarballs."""
     log(f"saving {IMAGE} to {save_to}")
     save_to.parent.mkdir(parents=True, exist_ok=True)
     for old in save_to.parent.glob(f"etcd-pki-node_{SUITE}-*.tar"):
@@ -342,7 +350,6 @@ def build_image(save_to: Path) -> None:
     tmp = save_to.with_name(f".{save_to.name}.tmp")
     docker("save", "-o", str(tmp), IMAGE, timeout=600)
     tmp.replace(save_to)
-    log(f"image ready in {time.monotonic() - started:.0f} s")
 
 
 def customise_rootfs(root: Path) -> None:
@@ -448,14 +455,27 @@ def find_go() -> tuple[str, dict[str, str]]:
         (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if Path(p).exists()), None
     )
     if go is None:
-        apt_install("golang-go", "git")
+        apt_install("golang-go")
         go = shutil.which("go") or "/usr/lib/go/bin/go"
     if go_version(go) >= (1, 21):
         return go, env
+    return download_toolchain(go, env), env
+
+
+def download_toolchain(go: str, env: Mapping[str, str]) -> str:
+    """Fetch Go :data:`GO_TOOLCHAIN` as the ``golang.org/toolchain`` module; return its go.
+
+    This is what ``GOTOOLCHAIN`` does by itself in Go >= 1.21, done by hand for older ones.
+    """
     module = f"golang.org/toolchain@v0.0.1-go{GO_TOOLCHAIN}.linux-{go_arch()}"
     log(f"local go is too old, downloading {module} from the module proxy")
-    info = json.loads(run([go, "mod", "download", "-json", module], env=env, timeout=1200).stdout)
-    return str(Path(info["Dir"]) / "bin" / "go"), env
+    cmd = [go, "mod", "download", "-json", module]
+    root = Path(json.loads(run(cmd, env=env, timeout=1200).stdout)["Dir"])
+    # Module zips carry no permissions: make the toolchain's commands executable.
+    for tool_dir in (root / "bin", root / "pkg" / "tool" / f"linux_{go_arch()}"):
+        for tool in tool_dir.iterdir():
+            tool.chmod(0o555)
+    return str(root / "bin" / "go")
 
 
 def ensure_binary(tool: Tool, version: str) -> Path:
@@ -669,7 +689,12 @@ def node_from_inspect(info: dict[str, Any]) -> Node:
 def running_nodes() -> list[Node]:
     """Return the test-bed hosts whose containers are running, in a stable order."""
     nodes = [node_from_inspect(i) for i in inspect_containers() if i["State"]["Running"]]
-    return sorted(nodes, key=lambda n: ipaddress.ip_address(n.ip) if n.ip else 0)
+    return sorted(nodes, key=lambda n: ip_key(n.ip))
+
+
+def ip_key(ip: str) -> int:
+    """Sort key for an IPv4 address string (an empty one sorts first)."""
+    return int(ipaddress.ip_address(ip)) if ip else 0
 
 
 def container_is_current(info: dict[str, Any], node: Node, image_id: str) -> bool:
@@ -1166,7 +1191,8 @@ def status() -> str:
         return "\n".join([*lines, "docker engine: not running"])
     lines.append(f"image {IMAGE}: {'present' if image_recipe_of(IMAGE) else 'absent'}")
     lines.append(f"HTTP mirror {MIRROR_URL}: {'serving' if mirror_serves() else 'down'}")
-    for info in inspect_containers():
+    infos = sorted(inspect_containers(), key=lambda i: ip_key(node_from_inspect(i).ip))
+    for info in infos:
         node = node_from_inspect(info)
         lines.append(
             f"  {node.name:<14} {node.ip:<14} {info['State']['Status']:<8} {','.join(node.groups)}"
@@ -1210,8 +1236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(status())
         elif args.command == "add":
             add(args.name, args.group)
+            print(status())
         elif args.command == "remove":
             remove(args.name)
+            print(status())
         elif args.command == "serve":
             prepare()
             ensure_network()
