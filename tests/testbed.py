@@ -767,8 +767,13 @@ def ssh_key() -> Path:
 
 def authorize_ssh(name: str, key_file: Path) -> None:
     """Authorize the test bed key for root in ``name`` and check sshd answers."""
-    public = key_file.with_suffix(".pub").read_text()
-    script = "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"
+    public = key_file.with_suffix(".pub").read_text().strip()
+    # Append (not replace): several checkouts on one machine share the containers.
+    script = (
+        "umask 077 && mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && "
+        'key=$(cat) && (grep -qxF "$key" /root/.ssh/authorized_keys || '
+        'echo "$key" >> /root/.ssh/authorized_keys)'
+    )
     docker("exec", "-i", name, "sh", "-c", script, input=public)
     rc, out = exec_in(name, "systemctl is-active ssh.service")
     if out.strip() != "active":
