@@ -1204,12 +1204,17 @@ def status() -> str:
         )
     nodes = running_nodes()
     if nodes:
+        key = (STATE_DIR / "id_ed25519").relative_to(REPO_ROOT)
+        docker_inventory = inventory_path("docker").relative_to(REPO_ROOT)
         lines += [
             f"shell:      docker exec -it {nodes[0].name} bash",
-            f"inventory:  {inventory_path('docker').relative_to(REPO_ROOT)} (@docker/NAME)",
-            f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh, key "
-            f"{(STATE_DIR / 'id_ed25519').relative_to(REPO_ROOT)})",
-            f"etcdctl:    docker exec {nodes[0].name} etcdctl member list",
+            f"inventory:  {docker_inventory} (@docker/NAME)",
+            f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh, key {key})",
+            f"ssh:        ssh -i {key} -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null root@{nodes[0].ip}",
+            f"etcd:       docker exec {nodes[0].name} systemctl status etcd",
+            f"pyinfra:    .venv/bin/pyinfra {docker_inventory} deploy.py",
+            f"mirror:     {MIRROR_URL}/ (serves {mirror_dir()})",
         ]
     return "\n".join(lines)
 
