@@ -22,7 +22,11 @@ def test_etcd_host_gets_three_certificates_with_sans(defaults):
     assert certs["peer"].subject == "etcd-k8s-2"
     assert set(certs["peer"].sans) == {"etcd-k8s-2", "etcd-k8s-2.local", "10.0.1.11"}
     assert set(certs["server"].sans) == {
-        "etcd-k8s-2", "etcd-k8s-2.local", "10.0.1.11", "localhost", "127.0.0.1"
+        "etcd-k8s-2",
+        "etcd-k8s-2.local",
+        "10.0.1.11",
+        "localhost",
+        "127.0.0.1",
     }
     assert certs["server"].subject == "etcd-k8s-2-server"
     assert certs["client"].subject == "etcd-k8s-2-client"
@@ -56,8 +60,9 @@ def test_extra_sans_and_ca_names(defaults):
 
 def test_named_active_cert_manager_with_standby(defaults):
     hosts = seed_hosts(defaults)
-    hosts[1] = hosts[1].__class__(hosts[1].name, hosts[1].groups | {"etcd_cert_managers"},
-                                  hosts[1].data)
+    hosts[1] = hosts[1].__class__(
+        hosts[1].name, hosts[1].groups | {"etcd_cert_managers"}, hosts[1].data
+    )
     for i, h in enumerate(hosts):
         hosts[i] = h.__class__(h.name, h.groups, {**h.data, "active_cert_manager": "etcd-k8s-2"})
     plan = build_plan(hosts)
@@ -69,5 +74,7 @@ def test_named_active_cert_manager_with_standby(defaults):
 def test_address_falls_back_to_ip_ssh_hostname(defaults):
     hosts = seed_hosts(defaults)
     data = {k: v for k, v in hosts[3].data.items() if k != "address"}
-    hosts[3] = hosts[3].__class__("app-server", hosts[3].groups, {**data, "ssh_hostname": "10.9.9.9"})
+    hosts[3] = hosts[3].__class__(
+        "app-server", hosts[3].groups, {**data, "ssh_hostname": "10.9.9.9"}
+    )
     assert build_plan(hosts).hosts["app-server"].address == "10.9.9.9"

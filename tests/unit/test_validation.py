@@ -169,7 +169,11 @@ CASES = [
         "`ca_port` differs between hosts",
     ),
     ("empty etcd group", lambda hosts: [h for h in hosts if h.name == "app-server"], "is empty"),
-    ("setting missing", drop("etcd-k8s-2", "ssl_dir"), "host etcd-k8s-2: setting `ssl_dir` is missing"),
+    (
+        "setting missing",
+        drop("etcd-k8s-2", "ssl_dir"),
+        "host etcd-k8s-2: setting `ssl_dir` is missing",
+    ),
     ("bad dns_domain", everywhere(dns_domain="local_"), "`dns_domain` = 'local_'"),
     ("boolean as string", everywhere(renew_persistent="yes"), "`renew_persistent` must be True"),
     ("multi-line post command", everywhere(renew_post_command="a\nb"), "`renew_post_command`"),

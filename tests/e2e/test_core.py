@@ -1,0 +1,221 @@
+"""The core workflow on a fresh 4-host bed: CA, bootstrap, certificates, etcd.
+
+One bring-up serves every assertion in this module; checks read results back from the
+containers with openssl, etcdctl and file stats, not through the deploy's own code.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests import testbed as tb
+
+from .conftest import (
+    ALL_HOSTS,
+    ETCD_HOSTS,
+    SSL,
+    deploy,
+    etcdctl,
+    file_digests,
+    https,
+    read_cert,
+    sh,
+)
+from .conftest import sans as cert_sans
+
+pytestmark = pytest.mark.e2e
+
+STARTED = time.time()
+# A PEM private key with its body (not just the words, which appear in binaries and docs).
+PEM_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{40,}")
+
+
+def certs_of(host: str) -> list[str]:
+    kinds = ("peer", "server", "client") if host in ETCD_HOSTS else ("client",)
+    return [f"{host}-{kind}" for kind in kinds]
+
+
+def test_fresh_deploy_succeeds(fresh_cluster):
+    _, first = fresh_cluster
+    assert first.rc == 0, first.output[-4000:]
+    assert first.changed > 0
+
+
+def test_every_chain_verifies_against_the_root_with_openssl(fresh_cluster):
+    for host in ALL_HOSTS:
+        for name in certs_of(host):
+            crt = f"{SSL}/{name}.crt"
+            out = sh(host, f"openssl verify -CAfile {SSL}/root_ca.crt -untrusted {crt} {crt}")
+            assert out.strip().endswith(": OK"), out
+
+
+def test_sans_ekus_subjects_and_lifetime(fresh_cluster):
+    bed, _ = fresh_cluster
+    for host in ALL_HOSTS:
+        ip = bed.ip(host)
+        base = {host, f"{host}.local", ip}
+        for name in certs_of(host):
+            cert = read_cert(host, f"{SSL}/{name}.crt")
+            kind = name.rsplit("-", 1)[1]
+            want = base | {"localhost", "127.0.0.1"} if kind == "server" else base
+            assert cert_sans(cert) == want, name
+            ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+            assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= ekus
+            cn = cert.subject.rfc4514_string()
+            assert cn == f"CN={host}" if kind == "peer" else cn == f"CN={name}"
+            lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+            # 17520h as configured; step-ca backdates not-before by one minute.
+            assert abs(lifetime - timedelta(hours=17520)) <= timedelta(minutes=2), lifetime
+
+
+def test_owners_and_modes(fresh_cluster):
+    for host in ALL_HOSTS:
+        owner = "etcd" if host in ETCD_HOSTS else "root"
+        for name in certs_of(host):
+            assert sh(host, f"stat -c '%U %a' {SSL}/{name}.key").split() == [owner, "400"]
+            assert sh(host, f"stat -c '%a' {SSL}/{name}.crt").strip() == "644"
+        assert sh(host, f"stat -c '%a' {SSL}/root_ca.crt").strip() == "644"
+        for link in ("peer-ca.crt", "client-ca.crt"):
+            assert sh(host, f"readlink {SSL}/{link}").strip() == "root_ca.crt"
+    stats = sh("etcd-k8s-1", "cd /etc/step-ca && stat -c '%n %U %a' secrets/* certs/*")
+    assert "secrets/root_ca_key root 400" in stats
+    assert "secrets/intermediate_ca_key step 400" in stats
+    assert "secrets/password step 400" in stats
+    assert "secrets/provisioner_password root 400" in stats
+
+
+def test_only_the_cert_manager_holds_ca_keys_and_passwords(fresh_cluster):
+    find = "find / -xdev \\( -name '*_ca_key' -o -name '*password*' \\) -type f 2>/dev/null"
+    for host in ALL_HOSTS:
+        found = set(sh(host, find, check=False).split())
+        if host == "etcd-k8s-1":
+            assert {"/etc/step-ca/secrets/root_ca_key", "/etc/step-ca/secrets/password"} <= found
+        else:
+            assert not {f for f in found if "step" in f or f.endswith("_ca_key")}, (host, found)
+        # Every private key on the host is one of its own leaf keys (or a CA key on the CA).
+        keys = sh(
+            host,
+            "grep -rlIE '^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' /etc /root /var /tmp /opt 2>/dev/null",
+            check=False,
+        )
+        for path in keys.split():
+            own = path.startswith(f"{SSL}/{host}-") and path.endswith(".key")
+            ca = host == "etcd-k8s-1" and path.startswith("/etc/step-ca/secrets/")
+            sshd = path.startswith("/etc/ssh/")
+            assert own or ca or sshd, f"{host}: unexpected private key {path}"
+
+
+def test_no_secret_in_output_or_on_the_controller(fresh_cluster):
+    _, first = fresh_cluster
+    passwords = sh(
+        "etcd-k8s-1",
+        "cat /etc/step-ca/secrets/password; echo; cat /etc/step-ca/secrets/provisioner_password",
+    ).split()
+    assert len(passwords) == 2 and all(len(p) >= 40 for p in passwords)
+    for secret in passwords:
+        assert secret not in first.output
+    assert not PEM_KEY.search(first.output.encode())
+    # One-time tokens are JWTs: base64url header starting eyJ, three dot-separated parts.
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", first.output)
+    # -vv printed the commands, so a token on a command line would have been caught.
+    assert '--token "$token"' in first.output
+    # Nothing private was left in the controller's temp directories during the run.
+    for tmp in {Path(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp")}:
+        for path in tmp.rglob("*"):
+            try:
+                if not path.is_file() or path.stat().st_mtime < STARTED - 60:
+                    continue
+                text = path.read_bytes()[:1_000_000]
+            except OSError:
+                continue
+            assert not PEM_KEY.search(text), path
+            assert not any(p.encode() in text for p in passwords), path
+
+
+def test_etcd_cluster_is_healthy_and_serves_app_server_on_every_member(fresh_cluster):
+    bed, _ = fresh_cluster
+    endpoints = ",".join(https(bed.ip(h)) for h in ETCD_HOSTS)
+    rc, out = etcdctl("app-server", "app-server-client", "endpoint", "health", endpoints=endpoints)
+    assert rc == 0 and out.count("is healthy") == 3, out
+    rc, out = etcdctl("app-server", "app-server-client", "member", "list", endpoints=endpoints)
+    assert rc == 0 and all(f"started, {h}," in out for h in ETCD_HOSTS), out
+    for host in ETCD_HOSTS:
+        ep = https(bed.ip(host))
+        rc, out = etcdctl("app-server", "app-server-client", "put", f"k-{host}", "v", endpoints=ep)
+        assert rc == 0 and "OK" in out, out
+        rc, out = etcdctl("app-server", "app-server-client", "get", f"k-{host}", endpoints=ep)
+        assert rc == 0 and out.split() == [f"k-{host}", "v"], out
+
+
+def test_etcd_refuses_clients_without_a_certificate(fresh_cluster):
+    rc, out = etcdctl("app-server", "", "get", "x")
+    assert rc != 0, out
+
+
+def test_etcd_refuses_a_certificate_from_another_ca(fresh_cluster):
+    # A throwaway CA and client certificate made with openssl inside the container.
+    sh(
+        "app-server",
+        "set -e; d=/tmp/rogue; rm -rf $d; mkdir $d; cd $d; "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        "-subj /CN=rogue-ca -keyout ca.key -out ca.crt 2>/dev/null; "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rogue "
+        "-keyout c.key -out c.csr 2>/dev/null; "
+        "printf 'extendedKeyUsage=clientAuth\\n' > ext; "
+        "openssl x509 -req -in c.csr -CA ca.crt -CAkey ca.key -days 1 -extfile ext -out c.crt "
+        "2>/dev/null",
+    )
+    ep = https(tb.bed().ip("etcd-k8s-1"))
+    rc, out = tb.exec_in(
+        "app-server",
+        f"etcdctl --endpoints={ep} --cacert {SSL}/root_ca.crt --cert /tmp/rogue/c.crt "
+        "--key /tmp/rogue/c.key --dial-timeout=5s get x 2>&1",
+    )
+    sh("app-server", "rm -rf /tmp/rogue")
+    assert rc != 0, out
+
+
+def test_second_run_changes_nothing(fresh_cluster):
+    bed, _ = fresh_cluster
+    second = deploy(bed.inventory_docker)
+    assert second.rc == 0, second.output[-3000:]
+    assert second.changed == 0, second.changed_operations()
+
+
+def test_changed_sans_reissue_exactly_that_hosts_certificates(fresh_cluster):
+    bed, _ = fresh_cluster
+    before = {h: file_digests(h) for h in ALL_HOSTS}
+    serials = {
+        n: read_cert("etcd-k8s-3", f"{SSL}/{n}.crt").serial_number for n in certs_of("etcd-k8s-3")
+    }
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_extra_san.py",
+        host_data={"etcd-k8s-3": {"extra_sans": ["etcd3.example.com"]}},
+    )
+    run = deploy(inventory)
+    assert run.rc == 0, run.output[-3000:]
+    for name in certs_of("etcd-k8s-3"):
+        cert = read_cert("etcd-k8s-3", f"{SSL}/{name}.crt")
+        assert "etcd3.example.com" in cert_sans(cert)
+        assert cert.serial_number != serials[name]
+    for host in ALL_HOSTS:
+        if host != "etcd-k8s-3":
+            assert file_digests(host) == before[host], host
+    # etcd on etcd-k8s-3 serves the new server certificate on new connections.
+    out = sh(
+        "app-server",
+        f"echo | openssl s_client -connect {bed.ip('etcd-k8s-3')}:2379 "
+        f"-cert {SSL}/app-server-client.crt -key {SSL}/app-server-client.key "
+        f"-CAfile {SSL}/root_ca.crt 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+    )
+    assert "etcd3.example.com" in out
+    again = deploy(inventory)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
