@@ -10,6 +10,21 @@ Usable as a module (the e2e fixtures call :func:`up`) and as a CLI::
     python -m tests.testbed status
     python -m tests.testbed down           # containers, network, HTTP server; keeps caches
 
+Instances: several independent beds can run on one docker engine. ``ETCD_PKI_BED`` picks
+one (unset: the default bed). With ``ETCD_PKI_BED=NAME`` (``[a-z0-9]{1,8}``):
+
+* containers are ``NAME-etcd-k8s-1``, ... (their *hostname* stays ``etcd-k8s-1``, and the
+  API and inventories' ``node_name`` keep the plain node name); they carry the label
+  ``etcd-pki-testbed.bed=NAME`` (not ``etcd-pki-testbed``, so the default bed never sees them);
+* network ``etcd-pki-test-NAME`` (bridge ``epki-NAME``) on a /24 in 172.30.100-199.0/24,
+  picked from a hash of NAME, skipping subnets already in use, then read back from docker;
+* its own HTTP mirror on that network's gateway (port 8099), and its own state dir
+  ``.testbed/NAME/`` (inventories, pid and log files) and container lock;
+* shared with every bed: image, binaries, mirror tree, the build lock, the SSH key.
+
+Example: ``ETCD_PKI_BED=t1 python -m tests.testbed up`` then
+``ETCD_PKI_BED=t1 .venv/bin/pytest tests/e2e`` and ``ETCD_PKI_BED=t1 python -m tests.testbed down``.
+
 Nothing here talks to an address that is not one of the test bed's own containers or
 its network's gateway, except the package registries (Debian, the Go module proxy).
 The docker state is the source of truth: containers carry labels with their groups,
@@ -45,7 +60,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STATE_DIR = REPO_ROOT / ".testbed"
+STATE_ROOT = REPO_ROOT / ".testbed"
+BED_ENV = "ETCD_PKI_BED"
+BED_NAME_RE = re.compile(r"[a-z0-9]{1,8}")
 VERSIONS_FILE = REPO_ROOT / "group_data" / "all.py"
 
 IMAGE = "etcd-pki-node:trixie"
@@ -75,15 +92,19 @@ MASKED_UNITS: tuple[str, ...] = ()
 # Bump when the image customisation below changes (part of the image's recipe hash).
 IMAGE_RECIPE_REVISION = 1
 
-NETWORK = "etcd-pki-test"
+# The default bed (ETCD_PKI_BED unset). Named instances derive theirs: see bed_settings().
+DEFAULT_NETWORK = "etcd-pki-test"
 SUBNET = "172.30.99.0/24"
 GATEWAY = "172.30.99.1"
-BRIDGE_NAME = "etcdpki0"
+DEFAULT_BRIDGE_NAME = "etcdpki0"
 MIRROR_PORT = 8099
 MIRROR_URL = f"http://{GATEWAY}:{MIRROR_PORT}"
+# Named instances take a /24 in 172.30.INSTANCE_SUBNETS.0/24.
+INSTANCE_SUBNETS = range(100, 200)
 
 LABEL = "etcd-pki-testbed"
 LABEL_GROUPS = f"{LABEL}.groups"
+LABEL_BED = f"{LABEL}.bed"
 
 GROUP_ETCD = "etcd"
 GROUP_CLIENTS = "etcd_clients"
@@ -99,6 +120,88 @@ PYINFRA_TIMEOUT = 900
 
 class TestbedError(RuntimeError):
     """Raised when the test bed cannot be brought into the requested state."""
+
+
+# ---------------------------------------------------------------------------
+# Instances (ETCD_PKI_BED)
+# ---------------------------------------------------------------------------
+
+
+def bed_name(value: str | None = None) -> str:
+    """Return the validated instance name from ``value`` or ``$ETCD_PKI_BED`` ("" = default)."""
+    name = os.environ.get(BED_ENV, "") if value is None else value
+    if name and not BED_NAME_RE.fullmatch(name):
+        raise TestbedError(f"{BED_ENV}={name!r}: an instance name is [a-z0-9]{{1,8}}")
+    return name
+
+
+@dataclass(frozen=True)
+class BedSettings:
+    """Names of one instance's docker objects and files (subnet aside: see :func:`subnet`)."""
+
+    name: str
+    prefix: str
+    network: str
+    bridge: str
+    state_dir: Path
+    label: str
+    label_value: str
+
+    def container(self, node: str) -> str:
+        """Container name of node ``node`` in this instance."""
+        return f"{self.prefix}{node}"
+
+
+def bed_settings(name: str = "") -> BedSettings:
+    """Return the settings of instance ``name`` ("" = the default bed, exactly as before)."""
+    name = bed_name(name)
+    if not name:
+        return BedSettings("", "", DEFAULT_NETWORK, DEFAULT_BRIDGE_NAME, STATE_ROOT, LABEL, "1")
+    return BedSettings(
+        name=name,
+        prefix=f"{name}-",
+        network=f"{DEFAULT_NETWORK}-{name}",
+        bridge=f"epki-{name}",  # at most 13 characters (Linux allows 15)
+        state_dir=STATE_ROOT / name,
+        label=LABEL_BED,
+        label_value=name,
+    )
+
+
+def subnet_candidates(name: str) -> list[str]:
+    """Return instance ``name``'s candidate /24s: all of INSTANCE_SUBNETS, hash-rotated."""
+    if not name:
+        return [SUBNET]
+    thirds = list(INSTANCE_SUBNETS)
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(thirds)
+    return [f"172.30.{third}.0/24" for third in thirds[start:] + thirds[:start]]
+
+
+def pick_subnet(name: str, used: Sequence[str]) -> str:
+    """Return the first candidate of ``name`` that overlaps none of the ``used`` networks."""
+    taken = [ipaddress.ip_network(u, strict=False) for u in used]
+    for candidate in subnet_candidates(name):
+        net = ipaddress.ip_network(candidate)
+        if not any(net.overlaps(t) for t in taken):
+            return candidate
+    raise TestbedError(f"no free /24 left for test bed instance {name!r}")
+
+
+BED = bed_settings(bed_name())
+NETWORK = BED.network
+BRIDGE_NAME = BED.bridge
+STATE_DIR = BED.state_dir
+"""The current instance's state dir: ``.testbed/`` or ``.testbed/NAME/``."""
+
+
+def container_name(node: str) -> str:
+    """Return the container of node ``node`` in the current instance (``t1-etcd-k8s-1``)."""
+    return BED.container(node)
+
+
+def state_dir() -> Path:
+    """Return the current instance's state dir (inventories, pid files)."""
+    return STATE_DIR
 
 
 # ---------------------------------------------------------------------------
@@ -124,8 +227,8 @@ def mirror_dir() -> Path:
 
 
 def mirror_url() -> str:
-    """Return the base URL under which the HTTP mirror serves :func:`mirror_dir`."""
-    return MIRROR_URL
+    """Return the base URL under which this instance's HTTP mirror serves :func:`mirror_dir`."""
+    return f"http://{gateway()}:{MIRROR_PORT}"
 
 
 def run(
@@ -175,14 +278,32 @@ def run_logged(cmd: Sequence[str], logfile: Path, *, env: Mapping[str, str] | No
 
 
 @contextlib.contextmanager
-def cache_lock() -> Iterator[None]:
-    """Serialise test-bed changes between processes (two pytest runs, make targets)."""
-    with (cache_dir() / "lock").open("w") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed). Not re-entrant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cache_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise builds of the shared caches (image, binaries, mirror tree) between processes."""
+    return file_lock(cache_dir() / "lock")
+
+
+def bed_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise changes to the current instance's containers (machine-wide, by name).
+
+    The default bed keeps the historical ``CACHE/lock`` (so older checkouts still exclude
+    each other); named instances use ``CACHE/locks/bed-NAME.lock``. Never nest it inside
+    :func:`cache_lock`.
+    """
+    if not BED.name:
+        return cache_lock()
+    return file_lock(cache_dir() / "locks" / f"bed-{BED.name}.lock")
 
 
 _apt_updated = False
@@ -578,11 +699,16 @@ def prepare() -> None:
 
 @dataclass(frozen=True)
 class Node:
-    """One test-bed host: container name (= inventory name = hostname), IP and groups."""
+    """One test-bed host: node name (= hostname = ssh inventory name), IP and groups."""
 
     name: str
     ip: str
     groups: tuple[str, ...]
+
+    @property
+    def container(self) -> str:
+        """The container's name in the current instance (``name`` in the default bed)."""
+        return container_name(self.name)
 
 
 @dataclass
@@ -596,6 +722,8 @@ class Bed:
     mirror_dir: Path
     mirror_url: str
     versions: dict[str, str] = field(default_factory=dict)
+    instance: str = ""
+    state_dir: Path = STATE_ROOT
 
     @property
     def names(self) -> list[str]:
@@ -610,6 +738,10 @@ class Bed:
         """IP address of host ``name``."""
         return next(node.ip for node in self.nodes if node.name == name)
 
+    def container(self, name: str) -> str:
+        """Container name of host ``name``."""
+        return container_name(name)
+
 
 def default_groups(name: str) -> tuple[str, ...]:
     """Return the groups a host gets from its name alone (``()`` if the name says none)."""
@@ -622,7 +754,7 @@ def default_groups(name: str) -> tuple[str, ...]:
 
 def default_ip(name: str) -> str | None:
     """Return the fixed IP of a host named by the bed's rules (etcd-k8s-N, app-*)."""
-    base = SUBNET.rsplit(".", 1)[0]
+    base = subnet().rsplit(".", 1)[0]
     if match := re.fullmatch(r"etcd-k8s-(\d+)", name):
         number = int(match.group(1))
         return f"{base}.{10 + number}" if 1 <= number <= 39 else None
@@ -639,47 +771,104 @@ def allocate_ip(name: str, taken: set[str]) -> str:
     wanted = default_ip(name)
     if wanted:
         return wanted
-    base = SUBNET.rsplit(".", 1)[0]
+    base = subnet().rsplit(".", 1)[0]
     for last in range(200, 250):
         if f"{base}.{last}" not in taken:
             return f"{base}.{last}"
     raise TestbedError("no free address left in the test subnet")
 
 
-def ensure_network() -> None:
-    """Create the test network on its own subnet, refusing to clash with another one."""
-    ours = docker("network", "inspect", NETWORK, check=False)
-    if ours.returncode == 0:
-        config = json.loads(ours.stdout)[0]["IPAM"]["Config"]
-        if config and config[0].get("Subnet") == SUBNET:
-            return
-        raise TestbedError(f"network {NETWORK} exists with another subnet: {config}")
-    wanted = ipaddress.ip_network(SUBNET)
+_subnet: str | None = None
+
+
+def network_subnet() -> str | None:
+    """Return the subnet of this instance's docker network, or None when it does not exist."""
+    result = docker("network", "inspect", NETWORK, check=False)
+    if result.returncode != 0:
+        return None
+    config = json.loads(result.stdout)[0]["IPAM"]["Config"]
+    return config[0].get("Subnet") if config else None
+
+
+def used_subnets() -> list[str]:
+    """Return the subnets of every docker network and of this machine's non-default routes."""
+    used = []
     ids = docker("network", "ls", "-q").stdout.split()
     for net in json.loads(docker("network", "inspect", *ids).stdout) if ids else []:
-        for config in (net.get("IPAM") or {}).get("Config") or []:
-            subnet = config.get("Subnet")
-            if subnet and ipaddress.ip_network(subnet, strict=False).overlaps(wanted):
-                raise TestbedError(f"docker network {net['Name']} already uses {subnet}")
-    routes = run(["ip", "-4", "route", "show", "to", "match", GATEWAY], check=False).stdout
-    if any(line.split()[0] != "default" for line in routes.splitlines() if line.strip()):
-        raise TestbedError(f"{SUBNET} is already routed on this machine:\n{routes}")
-    log(f"creating network {NETWORK} ({SUBNET})")
-    docker(
-        "network", "create", "--driver", "bridge", "--subnet", SUBNET, "--gateway", GATEWAY,
-        "--label", f"{LABEL}=1", "-o", f"com.docker.network.bridge.name={BRIDGE_NAME}", NETWORK,
-    )  # fmt: skip
+        used += [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or [] if "Subnet" in c]
+    for line in run(["ip", "-4", "route", "show"], check=False).stdout.splitlines():
+        dest = line.split()[0] if line.strip() else "default"
+        if dest != "default" and re.fullmatch(r"[\d.]+(/\d+)?", dest):
+            used.append(dest)
+    return used
+
+
+def subnet() -> str:
+    """Return this instance's subnet: fixed for the default bed; for a named instance the
+    subnet of its network when it exists, else the first free candidate (not yet reserved).
+    """
+    global _subnet
+    if not BED.name:
+        return SUBNET
+    if _subnet is not None:
+        return _subnet
+    if not docker_ok():
+        return subnet_candidates(BED.name)[0]
+    _subnet = network_subnet()
+    return _subnet or pick_subnet(BED.name, used_subnets())
+
+
+def gateway() -> str:
+    """Return the gateway IP of this instance's network (where its HTTP mirror listens)."""
+    return str(next(ipaddress.ip_network(subnet()).hosts()))
+
+
+def ensure_network() -> None:
+    """Create the test network on its own subnet, refusing to clash with another one."""
+    global _subnet
+    existing = network_subnet()
+    if existing is not None or docker("network", "inspect", NETWORK, check=False).returncode == 0:
+        if BED.name and existing:
+            _subnet = existing
+            return
+        if existing == SUBNET:
+            return
+        raise TestbedError(f"network {NETWORK} exists with another subnet: {existing}")
+    # One process at a time picks and reserves a subnet (instances created in parallel).
+    with file_lock(cache_dir() / "locks" / "network.lock"):
+        if not BED.name:
+            wanted = ipaddress.ip_network(SUBNET)
+            for used in used_subnets():
+                if ipaddress.ip_network(used, strict=False).overlaps(wanted):
+                    raise TestbedError(f"{SUBNET} is already used on this machine ({used})")
+            chosen = SUBNET
+        else:
+            chosen = pick_subnet(BED.name, used_subnets())
+        gateway_ip = str(next(ipaddress.ip_network(chosen).hosts()))
+        log(f"creating network {NETWORK} ({chosen})")
+        docker(
+            "network", "create", "--driver", "bridge", "--subnet", chosen, "--gateway", gateway_ip,
+            "--label", f"{BED.label}={BED.label_value}",
+            "-o", f"com.docker.network.bridge.name={BRIDGE_NAME}", NETWORK,
+        )  # fmt: skip
+        _subnet = chosen if BED.name else None
 
 
 def inspect_containers() -> list[dict[str, Any]]:
-    """Return ``docker inspect`` of every container labelled as part of the test bed."""
-    ids = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
-    return json.loads(docker("inspect", *ids).stdout) if ids else []
+    """Return ``docker inspect`` of every container of the current instance.
+
+    Default-bed containers carry ``etcd-pki-testbed=1``; a named instance's carry
+    ``etcd-pki-testbed.bed=NAME`` only (so code that predates instances ignores them).
+    """
+    label = f"{BED.label}={BED.label_value}" if BED.name else LABEL
+    ids = docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
+    infos = json.loads(docker("inspect", *ids).stdout) if ids else []
+    return [i for i in infos if (i["Config"].get("Labels") or {}).get(LABEL_BED, "") == BED.name]
 
 
 def node_from_inspect(info: dict[str, Any]) -> Node:
-    """Build a :class:`Node` from a container's ``docker inspect`` entry."""
-    name = info["Name"].lstrip("/")
+    """Build a :class:`Node` from a container's ``docker inspect`` entry (name = hostname)."""
+    name = info["Config"].get("Hostname") or info["Name"].lstrip("/").removeprefix(BED.prefix)
     groups = tuple(filter(None, info["Config"]["Labels"].get(LABEL_GROUPS, "").split(",")))
     network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
     ip = (network.get("IPAMConfig") or {}).get("IPv4Address") or network.get("IPAddress", "")
@@ -706,11 +895,12 @@ def container_is_current(info: dict[str, Any], node: Node, image_id: str) -> boo
 
 def start_container(node: Node) -> None:
     """``docker run`` one node with systemd as PID 1 (flags per the design notes)."""
-    log(f"starting {node.name} ({node.ip})")
+    log(f"starting {node.container} ({node.ip})")
     docker(
-        "run", "-d", "--name", node.name, "--hostname", node.name,
+        "run", "-d", "--name", node.container, "--hostname", node.name,
         "--network", NETWORK, "--ip", node.ip,
-        "--label", f"{LABEL}=1", "--label", f"{LABEL_GROUPS}={','.join(node.groups)}",
+        "--label", f"{BED.label}={BED.label_value}",
+        "--label", f"{LABEL_GROUPS}={','.join(node.groups)}",
         "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
         "--tmpfs", "/run", "--tmpfs", "/run/lock",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
@@ -743,11 +933,11 @@ def wait_for_boot(name: str) -> None:
 
 
 def ssh_key() -> Path:
-    """Return the test bed's throwaway ed25519 key (``.testbed/id_ed25519``), made once."""
+    """Return the test beds' throwaway ed25519 key (``.testbed/id_ed25519``), made once."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key_file = STATE_DIR / "id_ed25519"
+    key_file = STATE_ROOT / "id_ed25519"  # shared by every instance
     pub_file = key_file.with_suffix(".pub")
     if key_file.exists() and pub_file.exists():
         return key_file
@@ -774,7 +964,7 @@ def authorize_ssh(name: str, key_file: Path) -> None:
         'key=$(cat) && (grep -qxF "$key" /root/.ssh/authorized_keys || '
         'echo "$key" >> /root/.ssh/authorized_keys)'
     )
-    docker("exec", "-i", name, "sh", "-c", script, input=public)
+    docker("exec", "-i", container_name(name), "sh", "-c", script, input=public)
     rc, out = exec_in(name, "systemctl is-active ssh.service")
     if out.strip() != "active":
         raise TestbedError(f"{name}: sshd is not running ({out.strip()})")
@@ -822,17 +1012,17 @@ def converge(nodes: Sequence[Node], *, prune: bool) -> None:
     wanted = {node.name: node for node in nodes}
     kept = set()
     for info in inspect_containers():
-        name = info["Name"].lstrip("/")
+        name = node_from_inspect(info).name
         if name in wanted and container_is_current(info, wanted[name], image_id):
             kept.add(name)
         elif name in wanted or prune:
-            log(f"removing container {name}")
-            docker("rm", "-f", name)
+            log(f"removing container {info['Name'].lstrip('/')}")
+            docker("rm", "-f", info["Id"])
     for node in nodes:
         if node.name in kept:
             continue
-        if docker("container", "inspect", node.name, check=False).returncode == 0:
-            raise TestbedError(f"a container named {node.name} exists outside the test bed")
+        if docker("container", "inspect", node.container, check=False).returncode == 0:
+            raise TestbedError(f"a container named {node.container} exists outside the test bed")
         start_container(node)
     key_file = ssh_key()
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -840,8 +1030,8 @@ def converge(nodes: Sequence[Node], *, prune: bool) -> None:
 
 
 def current_names() -> set[str]:
-    """Names of the test-bed containers that exist now (running or not)."""
-    return {i["Name"].lstrip("/") for i in inspect_containers()}
+    """Node names of the current instance's containers that exist now (running or not)."""
+    return {node_from_inspect(i).name for i in inspect_containers()}
 
 
 # ---------------------------------------------------------------------------
@@ -872,28 +1062,28 @@ def probe_path() -> str:
 
 
 def mirror_serves() -> bool:
-    """True when something at :data:`MIRROR_URL` serves our current checksums file."""
+    """True when something at :func:`mirror_url` serves our current checksums file."""
     path = probe_path()
     # No proxy: the request must go to our own gateway address and nowhere else.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"{MIRROR_URL}/{path}", timeout=5) as response:
+        with opener.open(f"{mirror_url()}/{path}", timeout=5) as response:
             return response.read() == (mirror_dir() / path).read_bytes()
     except OSError:
         return False
 
 
 def serve() -> None:
-    """Serve ``CACHE/mirror`` on the gateway IP as a detached process (pid in .testbed/)."""
+    """Serve ``CACHE/mirror`` on the instance's gateway IP, detached (pid in its state dir)."""
     if mirror_serves():
         return
     stop_mirror()
-    STATE_DIR.mkdir(exist_ok=True)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
     logfile = STATE_DIR / "mirror-http.log"
-    log(f"serving {mirror_dir()} at {MIRROR_URL}")
+    log(f"serving {mirror_dir()} at {mirror_url()}")
     with logfile.open("a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(MIRROR_PORT), "--bind", GATEWAY,
+            [sys.executable, "-m", "http.server", str(MIRROR_PORT), "--bind", gateway(),
              "--directory", str(mirror_dir())],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -917,9 +1107,10 @@ def stop_mirror() -> None:
 def check_mirror_from(name: str) -> None:
     """Fetch the checksums file with curl from inside container ``name``."""
     path = probe_path()
-    rc, out = exec_in(name, f"curl -fsS --max-time 10 {MIRROR_URL}/{path}")
+    url = f"{mirror_url()}/{path}"
+    rc, out = exec_in(name, f"curl -fsS --max-time 10 {url}")
     if rc != 0 or out != (mirror_dir() / path).read_text():
-        raise TestbedError(f"{name} cannot fetch {MIRROR_URL}/{path}: rc={rc} {out!r}")
+        raise TestbedError(f"{name} cannot fetch {url}: rc={rc} {out!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -946,7 +1137,7 @@ def inventory_path(flavour: str) -> Path:
 def host_name(node: Node, flavour: str) -> str:
     """Return the inventory host name of ``node`` for ``flavour``."""
     if flavour == "docker":
-        return f"@docker/{node.name}"
+        return f"@docker/{node.container}"
     if flavour == "ssh":
         return node.name
     raise ValueError(f"unknown inventory flavour {flavour!r}")
@@ -1006,12 +1197,12 @@ def write_inventory(
 ) -> Path:
     """Write a pyinfra inventory of the running test bed and return its path.
 
-    ``flavour`` is ``docker`` (hosts ``@docker/NAME``) or ``ssh`` (hosts ``NAME`` reached by
-    SSH at the container IP). Every host gets :func:`base_host_data`; then ``data`` (all
-    hosts), ``group_data`` (per group, applied to the members) and ``host_data`` (per plain
-    host name) are merged in, in that order, as *host* data, so they win over
-    ``group_data/*.py`` files. A value of :data:`UNSET` removes a key. ``groups`` replaces
-    the membership of the named groups (e.g. ``{"etcd_cert_managers": ["etcd-k8s-1",
+    ``flavour`` is ``docker`` (hosts ``@docker/CONTAINER``, host data ``node_name``) or ``ssh``
+    (hosts ``NAME`` reached by SSH at the container IP). Every host gets :func:`base_host_data`;
+    then ``data`` (all hosts), ``group_data`` (per group, applied to the members) and
+    ``host_data`` (per plain host name) are merged in, in that order, as *host* data, so they
+    win over ``group_data/*.py`` files. A value of :data:`UNSET` removes a key. ``groups``
+    replaces the membership of the named groups (e.g. ``{"etcd_cert_managers": ["etcd-k8s-1",
     "etcd-k8s-2"]}``) or adds new groups. Values must be Python literals (``repr``-able).
     """
     nodes = list(running_nodes() if nodes is None else nodes)
@@ -1075,10 +1266,12 @@ def bed() -> Bed:
         nodes=running_nodes(),
         inventory_docker=inventory_path("docker"),
         inventory_ssh=inventory_path("ssh"),
-        ssh_key=STATE_DIR / "id_ed25519",
+        ssh_key=STATE_ROOT / "id_ed25519",
         mirror_dir=mirror_dir(),
-        mirror_url=MIRROR_URL,
+        mirror_url=mirror_url(),
         versions=pinned_versions(),
+        instance=BED.name,
+        state_dir=STATE_DIR,
     )
 
 
@@ -1090,11 +1283,11 @@ def up(clients: int = 0, with_: Sequence[str] = (), *, fresh: bool = False) -> B
     """
     started = time.monotonic()
     prepare()
-    nodes = requested_nodes(clients, with_)
-    with cache_lock():
+    with bed_lock():
         if fresh:
             remove_containers()
         ensure_network()
+        nodes = requested_nodes(clients, with_)
         converge(nodes, prune=True)
         serve()
         check_mirror_from(nodes[0].name)
@@ -1108,7 +1301,7 @@ def add(name: str, group: str) -> Bed:
     if group not in (GROUP_ETCD, GROUP_CLIENTS):
         raise TestbedError(f"group must be {GROUP_ETCD} or {GROUP_CLIENTS}, not {group!r}")
     prepare()
-    with cache_lock():
+    with bed_lock():
         ensure_network()
         nodes = running_nodes()
         if name not in {n.name for n in nodes}:
@@ -1123,25 +1316,25 @@ def add(name: str, group: str) -> Bed:
 
 def remove(name: str) -> Bed:
     """Remove host ``name`` and rewrite the inventories."""
-    with cache_lock():
+    with bed_lock():
         if name not in current_names():
             raise TestbedError(f"{name} is not a test-bed container")
-        docker("rm", "-f", name)
+        docker("rm", "-f", container_name(name))
         write_inventories()
     return bed()
 
 
 def remove_containers() -> None:
-    """Remove every test-bed container."""
-    names = sorted(current_names())
+    """Remove every container of the current instance."""
+    names = sorted(i["Name"].lstrip("/") for i in inspect_containers())
     if names:
         log(f"removing containers {', '.join(names)}")
         docker("rm", "-f", *names)
 
 
 def down() -> None:
-    """Remove containers, network and HTTP server; keep caches and the SSH key."""
-    with cache_lock():
+    """Remove this instance's containers, network and HTTP server; keep caches and the key."""
+    with bed_lock():
         if docker_ok():
             remove_containers()
             if docker("network", "inspect", NETWORK, check=False).returncode == 0:
@@ -1149,12 +1342,16 @@ def down() -> None:
         stop_mirror()
         for flavour in ("docker", "ssh"):
             inventory_path(flavour).unlink(missing_ok=True)
+        if BED.name:
+            shutil.rmtree(STATE_DIR, ignore_errors=True)
+    global _subnet
+    _subnet = None
 
 
 def exec_in(name: str, cmd: str | Sequence[str], *, timeout: float = 120) -> tuple[int, str]:
-    """Run ``cmd`` (a shell string or an argv list) in container ``name``: (rc, stdout)."""
+    """Run ``cmd`` (a shell string or an argv list) on node ``name``: (rc, stdout)."""
     argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-    result = run(["docker", "exec", name, *argv], check=False, timeout=timeout)
+    result = run(["docker", "exec", container_name(name), *argv], check=False, timeout=timeout)
     return result.returncode, result.stdout
 
 
@@ -1187,7 +1384,11 @@ def run_pyinfra(
 
 def status() -> str:
     """Return a human-readable summary of the bed and how to reach it."""
-    lines = []
+    if BED.name:
+        lines = [f"bed: {BED.name} ({BED_ENV}={BED.name}; containers {BED.prefix}*, "
+                 f"network {NETWORK}, state {STATE_DIR.relative_to(REPO_ROOT)}/)"]  # fmt: skip
+    else:
+        lines = [f"bed: default ({BED_ENV} unset; set {BED_ENV}=NAME for a separate instance)"]
     versions = pinned_versions()
     for tool in TOOLS:
         path = binary_path(tool, versions[tool.name])
@@ -1195,26 +1396,28 @@ def status() -> str:
     if not docker_ok():
         return "\n".join([*lines, "docker engine: not running"])
     lines.append(f"image {IMAGE}: {'present' if image_recipe_of(IMAGE) else 'absent'}")
-    lines.append(f"HTTP mirror {MIRROR_URL}: {'serving' if mirror_serves() else 'down'}")
+    lines.append(f"network {NETWORK}: {network_subnet() or 'absent'}")
+    lines.append(f"HTTP mirror {mirror_url()}: {'serving' if mirror_serves() else 'down'}")
     infos = sorted(inspect_containers(), key=lambda i: ip_key(node_from_inspect(i).ip))
     for info in infos:
         node = node_from_inspect(info)
         lines.append(
-            f"  {node.name:<14} {node.ip:<14} {info['State']['Status']:<8} {','.join(node.groups)}"
+            f"  {node.container:<17} {node.ip:<14} {info['State']['Status']:<8} "
+            f"{','.join(node.groups)}"
         )
     nodes = running_nodes()
     if nodes:
-        key = (STATE_DIR / "id_ed25519").relative_to(REPO_ROOT)
+        key = (STATE_ROOT / "id_ed25519").relative_to(REPO_ROOT)
         docker_inventory = inventory_path("docker").relative_to(REPO_ROOT)
         lines += [
-            f"shell:      docker exec -it {nodes[0].name} bash",
-            f"inventory:  {docker_inventory} (@docker/NAME)",
+            f"shell:      docker exec -it {nodes[0].container} bash",
+            f"inventory:  {docker_inventory} (@docker/{BED.prefix}NAME)",
             f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh, key {key})",
             f"ssh:        ssh -i {key} -o StrictHostKeyChecking=no "
             f"-o UserKnownHostsFile=/dev/null root@{nodes[0].ip}",
-            f"etcd:       docker exec {nodes[0].name} systemctl status etcd",
+            f"etcd:       docker exec {nodes[0].container} systemctl status etcd",
             f"pyinfra:    .venv/bin/pyinfra {docker_inventory} deploy.py",
-            f"mirror:     {MIRROR_URL}/ (serves {mirror_dir()})",
+            f"mirror:     {mirror_url()}/ (serves {mirror_dir()})",
         ]
     return "\n".join(lines)
 

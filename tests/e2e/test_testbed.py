@@ -66,7 +66,7 @@ def test_pyinfra_reaches_every_host(testbed: tb.Bed, flavour: str) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     for name in testbed.names:
-        host = f"@docker/{name}" if flavour == "docker" else name
+        host = f"@docker/{tb.container_name(name)}" if flavour == "docker" else name
         # pyinfra prints each output line as "[host] line".
         assert re.search(rf"^\[{re.escape(host)}\]\s+{re.escape(name)}$", output, re.M), output
 
@@ -75,12 +75,12 @@ def test_inventory_carries_host_data(testbed: tb.Bed) -> None:
     namespace: dict = {}
     exec(testbed.inventory_docker.read_text(), namespace)
     hosts = dict(namespace["etcd"])
-    data = hosts["@docker/etcd-k8s-1"]
+    data = hosts[f"@docker/{tb.container_name('etcd-k8s-1')}"]
     assert data["address"] == testbed.ip("etcd-k8s-1")
     assert data["node_name"] == "etcd-k8s-1"
     assert data["install_source"] == "controller"
     assert data["install_controller_dir"] == str(testbed.mirror_dir)
-    assert namespace["etcd_cert_managers"] == ["@docker/etcd-k8s-1"]
+    assert namespace["etcd_cert_managers"] == [f"@docker/{tb.container_name('etcd-k8s-1')}"]
 
 
 def parse_debug_inventory(output: str) -> dict[str, tuple[list[str], dict]]:
@@ -110,7 +110,7 @@ def test_inventory_variants(testbed: tb.Bed, tmp_path: Path) -> None:
     for name, (groups, data) in hosts.items():
         # Inventory host data wins over group_data/all.py ("github").
         assert data["install_source"] == "mirror"
-        assert data["install_mirror_url"] == tb.MIRROR_URL
+        assert data["install_mirror_url"] == testbed.mirror_url
         assert data["ssh_hostname"] == data["address"] == testbed.ip(name)
         assert data["node_name"] == name
         assert ("etcd_cert_managers" in groups) == (name in ("etcd-k8s-1", "etcd-k8s-2"))
