@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 TESTBED := $(PY) -m tests.testbed
+# ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed.py).
+BED_STATE := .testbed/$(if $(ETCD_PKI_BED),$(ETCD_PKI_BED)/,)
 
 .PHONY: help .venv demo test test-fast lint format testbed-up testbed-down testbed-status bench
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml
 demo: .venv
 	$(TESTBED) up
 	@if [ -f deploy.py ]; then \
-		$(VENV)/bin/pyinfra -y .testbed/inventory_docker.py deploy.py; \
+		$(VENV)/bin/pyinfra -y $(BED_STATE)inventory_docker.py deploy.py; \
 	else \
 		echo "*** deploy.py is not written yet: the test bed is up, nothing was deployed ***"; \
 	fi
