@@ -16,7 +16,7 @@ from tasks.bootstrap import trust_ca
 from tasks.ca import init_ca
 from tasks.certs import issue_certificates
 from tasks.common import this_host
-from tasks.etcd import configure_etcd, install_etcd
+from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
 from tasks.renewal import renewal_units
 
@@ -32,3 +32,4 @@ issue_certificates()
 renewal_units()
 if me.is_etcd:
     configure_etcd()
+    report_health()

@@ -235,3 +235,89 @@ def configure_etcd() -> None:
         ],
         _if=any_changed(*waited_on),
     )
+
+
+@deploy("Report etcd health")
+def report_health() -> None:
+    """Print this member's health and the member count; change nothing.
+
+    .. code:: python
+
+        report_health()
+    """
+    me = this_host()
+    local = f"https://127.0.0.1:{me.settings.etcd_client_port}"
+
+    def report() -> bool:
+        ok, out = host.run_shell_command(
+            StringCommand(etcdctl(me, local, "endpoint", "status", "-w", "simple"))
+        )
+        if not ok:
+            raise PyinfraError(f"etcd on {me.name} is not healthy: {out.stderr[-300:]}")
+        ok, members = host.run_shell_command(
+            StringCommand(etcdctl(me, local, "member", "list", "-w", "simple"))
+        )
+        # endpoint status simple: endpoint, ID, version, db size, is leader, ...
+        fields = [f.strip() for f in out.stdout.split(",")]
+        role = "leader" if len(fields) > 4 and fields[4] == "true" else "follower"
+        logger.info(
+            f"{host.print_prefix}etcd healthy: {role}, version {fields[2]}, "
+            f"{len(members.stdout_lines)} members"
+        )
+        return False  # reporting is not a change
+
+    python.call(name="etcd health", function=lambda: None, _if=report)
+
+
+@deploy("Remove etcd member")
+def remove_member() -> None:
+    """Take this host out of the cluster: `member remove`, stop etcd, revoke its
+    certificates at the CA (they can no longer be renewed), remove its renewal units
+    and key material. Run with `--limit HOST`, then delete HOST from the inventory.
+
+    .. code:: python
+
+        remove_member()
+    """
+    plan = get_plan()
+    me = this_host()
+    s = me.settings
+    others = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
+
+    def leave() -> None:
+        ok, out = host.run_shell_command(
+            StringCommand(etcdctl(me, others, "member", "list", "-w", "simple"))
+        )
+        if not ok:
+            raise PyinfraError(f"cannot reach the other members at {others}: {out.stderr[-300:]}")
+        for line in out.stdout_lines:
+            fields = [f.strip() for f in line.split(",")]
+            if me.peer_url in fields[3].split(" "):
+                server.shell(
+                    name=f"etcdctl member remove {fields[0]} ({me.name})",
+                    commands=[etcdctl(me, others, "member", "remove", fields[0])],
+                )
+
+    if me.is_etcd:
+        python.call(name="Leave the etcd cluster (member remove)", function=leave)
+        server.shell(
+            name=f"Stop and disable {s.etcd_service_name}; keep its data aside",
+            commands=[
+                f"systemctl disable --now {s.etcd_service_name}.service; "
+                f"if [ -d {me.etcd_data_dir} ]; then mv {me.etcd_data_dir} "
+                f"{me.etcd_data_dir}.removed-$(date +%s); fi; rm -f {INITIAL_ENV_FILE}"
+            ],
+        )
+    for cert in me.certs:
+        server.shell(
+            name=f"Revoke {cert.name} at the CA and remove its renewal units",
+            commands=[
+                f"systemctl disable --now {cert.unit}.timer || true; "
+                f"rm -f /etc/systemd/system/{cert.unit}.service "
+                f"/etc/systemd/system/{cert.unit}.timer; "
+                f"if [ -f {cert.crt} ]; then STEPPATH={s.step_dir} {s.bin_dir}/step ca revoke "
+                f"--cert {cert.crt} --key {cert.key} --reason 'member removed'; fi; "
+                f"rm -f {cert.crt} {cert.key}"
+            ],
+        )
+    systemd.daemon_reload(name="systemd daemon-reload")

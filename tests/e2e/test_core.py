@@ -103,7 +103,8 @@ def test_only_the_cert_manager_holds_ca_keys_and_passwords(fresh_cluster):
         # Every private key on the host is one of its own leaf keys (or a CA key on the CA).
         keys = sh(
             host,
-            "grep -rlIE '^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' /etc /root /var /tmp /opt 2>/dev/null",
+            "grep -rlIE '^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' /etc /root /var /tmp /opt"
+            " 2>/dev/null",
             check=False,
         )
         for path in keys.split():

@@ -84,7 +84,7 @@ def test_units_pass_systemd_analyze_and_timers_are_scheduled(short_lived):
         timers = sh(host, "systemctl list-timers --all --no-pager 'step-renew-*'")
         kinds = ("peer", "server", "client") if host.startswith("etcd") else ("client",)
         for kind in kinds:
-            line = next(l for l in timers.splitlines() if f"step-renew-{host}-{kind}.timer" in l)
+            line = next(x for x in timers.splitlines() if f"step-renew-{host}-{kind}.timer" in x)
             assert not line.startswith("-"), f"{host}: timer without a next run: {line}"
         assert sh(host, f"systemctl is-enabled step-renew-{host}-client.timer").strip() == "enabled"
         timer = sh(host, f"cat /etc/systemd/system/step-renew-{host}-client.timer")
@@ -169,7 +169,7 @@ def test_renewal_fails_visibly_while_the_ca_is_down_and_recovers(short_lived):
 def test_renew_now_entry_point(short_lived):
     _, inventory = short_lived
     host, name = "etcd-k8s-2", "etcd-k8s-2-client"
-    limit = ("--limit", f"@docker/{host}")
+    limit = ("--limit", f"@docker/{tb.container_name(host)}")
     serial = read_cert(host, f"{SSL}/{name}.crt").serial_number
     forced = deploy(inventory, *limit, "--data", "renew_now_force=true", deploy_file="renew_now.py")
     assert forced.rc == 0, forced.output[-3000:]
