@@ -19,9 +19,7 @@ me = this_host()
 force = str(host.data.get("renew_now_force", False)).lower() in ("1", "true", "yes")
 units = " ".join(f"{c.unit}.service" for c in me.certs)
 if units:
-    prefix = (
-        f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {OVERRIDE} && " if force else ""
-    )
+    prefix = f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {OVERRIDE} && " if force else ""
     server.shell(
         name=f"Start {units}" + (" (forced)" if force else " (renews what is due)"),
         commands=[f"{prefix}systemctl start {units}; rc=$?; rm -f {OVERRIDE}; exit $rc"],

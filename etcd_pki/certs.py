@@ -38,7 +38,9 @@ class CertOnHost:
 
     @property
     def leaf(self) -> x509.Certificate | None:
-        return x509.load_pem_x509_certificate(self.chain_pem[0].encode()) if self.chain_pem else None
+        return (
+            x509.load_pem_x509_certificate(self.chain_pem[0].encode()) if self.chain_pem else None
+        )
 
 
 def pem_blocks(text: str, kind: str) -> list[str]:
@@ -74,7 +76,9 @@ def parse_state_output(lines: list[str]) -> dict[str, CertOnHost]:
 
 
 def _public_bytes(key) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def leaf_sans(cert: x509.Certificate) -> set[str]:
@@ -92,7 +96,10 @@ def leaf_ekus(cert: x509.Certificate) -> set[str]:
         ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return set()
-    names = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+    names = {
+        ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+        ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    }
     return {names.get(oid, oid.dotted_string) for oid in ext}
 
 

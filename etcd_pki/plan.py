@@ -200,9 +200,8 @@ def _group_typos(hosts: list[HostInput]) -> list[str]:
         normal = group.replace("-", "_").lower()
         close = difflib.get_close_matches(normal, KNOWN_GROUPS, n=1, cutoff=0.75)
         if normal in KNOWN_GROUPS or close:
-            problems.append(
-                f"inventory: group `{group}` looks like a typo for `{close[0] if close else normal}`"
-            )
+            meant = close[0] if close else normal
+            problems.append(f"inventory: group `{group}` looks like a typo for `{meant}`")
     return problems
 
 

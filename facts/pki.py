@@ -67,7 +67,8 @@ class CertStates(FactBase):
             crt, key = shlex.quote(cert.crt), shlex.quote(cert.key)
             parts.append(
                 f"echo '==> {cert.name}'; "
-                f"if [ -f {crt} ]; then echo \"crt-stat: $(stat -c '%U %a' {crt})\"; cat {crt}; fi; "
+                f"if [ -f {crt} ]; then echo \"crt-stat: $(stat -c '%U %a' {crt})\"; "
+                f"cat {crt}; fi; "
                 f"if [ -f {key} ]; then echo \"key-stat: $(stat -c '%U %a' {key})\"; "
                 f"{shlex.quote(step)} crypto key public {key} 2>/dev/null; fi"
             )
@@ -84,7 +85,7 @@ class CaClaims(FactBase):
         p = shlex.quote(ca_json)
         return (
             f"if [ -f {p} ]; then grep -oE "
-            f"'\"(min|max|default)TLSCertDuration\": *\"[^\"]*\"' {p}; echo __ca__; fi; true"
+            f'\'"(min|max|default)TLSCertDuration": *"[^"]*"\' {p}; echo __ca__; fi; true'
         )
 
     def process(self, output: list[str]) -> dict[str, str] | None:

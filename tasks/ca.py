@@ -35,8 +35,14 @@ CA_DIRS = (
     ("db", "CA", "CA", "700"),
 )
 # What `step ca init` creates; found without config/ca.json they are an interrupted init.
-INIT_OUTPUTS = ("certs", "config", "db", "templates", "secrets/root_ca_key",
-                "secrets/intermediate_ca_key")
+INIT_OUTPUTS = (
+    "certs",
+    "config",
+    "db",
+    "templates",
+    "secrets/root_ca_key",
+    "secrets/intermediate_ca_key",
+)
 # ca.json claim -> the group_data setting it must equal.
 CLAIMS = {
     "minTLSCertDuration": "cert_lifetime_min",
@@ -76,13 +82,12 @@ def init_command(plan: ClusterPlan, s: Settings) -> str:
     return (
         f"set -e; cd {d}; leftovers=$(ls -d {' '.join(INIT_OUTPUTS)} 2>/dev/null || true); "
         'if [ -n "$leftovers" ]; then aside=.interrupted-init-$(date +%s); '
-        'mkdir -m 700 $aside; mv $leftovers $aside/; fi; '
+        "mkdir -m 700 $aside; mv $leftovers $aside/; fi; "
         f"STEPPATH={d} {s.bin_dir}/step ca init --deployment-type=standalone "
         f"--name={shlex.quote(s.ca_name)} {dns} --address=:{s.ca_port} "
         f"--provisioner={shlex.quote(s.ca_provisioner)} --with-ca-url={plan.ca_url} "
         f"--password-file={d}/secrets/password "
-        f"--provisioner-password-file={d}/secrets/provisioner_password; "
-        + claims_command(s)
+        f"--provisioner-password-file={d}/secrets/provisioner_password; " + claims_command(s)
     )
 
 
@@ -155,8 +160,8 @@ def init_ca() -> None:
         claims_changed = None
         if not claims_match(claims, s):
             claims_changed = server.shell(
-                name="Set certificate lifetimes in ca.json "
-                f"(min {s.cert_lifetime_min}, default {s.cert_lifetime}, max {s.cert_lifetime_max})",
+                name=f"Set certificate lifetimes in ca.json (min {s.cert_lifetime_min}, "
+                f"default {s.cert_lifetime}, max {s.cert_lifetime_max})",
                 commands=[claims_command(s)],
             )
 

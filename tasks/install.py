@@ -51,7 +51,7 @@ def _install_command(tarball: str, sha256: str, binary: str, bin_dir: str) -> st
         f'if [ "$actual" != {sha256} ]; then '
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
         f' {bin_dir}/{binary} left unchanged" >&2; rm -f {t}; exit 1; fi; '
-        'tmp=$(mktemp -d); trap \'rm -rf "$tmp"\' EXIT; '
+        "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
         f'tar -xzf {t} -C "$tmp"; '
         f'src=$(find "$tmp" -type f -name {b} | head -n1); '
         f'[ -n "$src" ] || {{ echo "{binary} not found in {tarball}" >&2; exit 1; }}; '

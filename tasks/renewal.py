@@ -71,7 +71,9 @@ def renewal_units() -> None:
         changed.append(files.file(name=f"Remove {path}", path=path, present=False))
 
     if changed:
-        systemd.daemon_reload(name="systemd daemon-reload (renewal units)", _if=any_changed(*changed))
+        systemd.daemon_reload(
+            name="systemd daemon-reload (renewal units)", _if=any_changed(*changed)
+        )
     for cert in me.certs:
         systemd.service(
             name=f"{cert.unit}.timer enabled and active",
