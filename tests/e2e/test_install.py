@@ -1,0 +1,71 @@
+"""Install sources of step/step-ca: controller files (the default on the test bed), a
+mirror over HTTP, and refusal of a tarball whose sha256 does not match."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import testbed as tb
+
+from .conftest import deploy, sh
+
+pytestmark = pytest.mark.e2e
+
+HOST = "app-server"
+FAKE = "#!/bin/sh\necho 'Smallstep CLI/0.0.1 (linux/amd64)'\n"
+
+
+@pytest.fixture(scope="module")
+def bed(testbed):
+    bed = tb.up()
+    run = deploy(bed.inventory_docker)
+    assert run.rc == 0, run.output[-3000:]
+    return bed
+
+
+def limited(inventory, *args: str):
+    return deploy(inventory, "--limit", f"@docker/{tb.container_name(HOST)}", *args)
+
+
+def put_fake_step() -> str:
+    sh(HOST, f"printf %s {FAKE!r} > /opt/bin/step && chmod 755 /opt/bin/step")
+    return sh(HOST, "sha256sum /opt/bin/step")
+
+
+def test_mirror_source_downloads_and_verifies(bed):
+    version = bed.versions["step"]
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_mirror.py",
+        data={"install_source": "mirror", "install_mirror_url": tb.mirror_url()},
+    )
+    sh(HOST, "rm -f /opt/bin/step /var/cache/etcd-pki/step_*")
+    run = limited(inventory)
+    assert run.rc == 0, run.output[-3000:]
+    assert f"Download step_linux_{version}_amd64.tar.gz" in run.output
+    assert f"Smallstep CLI/{version} " in sh(HOST, "/opt/bin/step version")
+    # Installed: a second run downloads nothing.
+    again = limited(inventory)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+
+
+@pytest.mark.parametrize("source", ["mirror", "controller"])
+def test_wrong_pinned_checksum_is_refused_and_the_old_binary_stays(bed, source):
+    data = {"install_source": source, "step_sha256": {"amd64": "0" * 64}}
+    if source == "mirror":
+        data["install_mirror_url"] = tb.mirror_url()
+    inventory = tb.write_inventory(tb.STATE_DIR / f"inventory_badsum_{source}.py", data=data)
+    sh(HOST, "rm -f /var/cache/etcd-pki/step_*")
+    before = put_fake_step()
+    run = limited(inventory)
+    assert run.rc != 0
+    assert "0" * 64 in run.output and "sha256" in run.output.lower(), run.output[-3000:]
+    assert sh(HOST, "sha256sum /opt/bin/step") == before
+    # The right tarball from the same source then installs.
+    fixed = limited(
+        tb.write_inventory(
+            tb.STATE_DIR / "inventory_fixed.py",
+            data={k: v for k, v in data.items() if k != "step_sha256"},
+        )
+    )
+    assert fixed.rc == 0, fixed.output[-3000:]
+    assert f"Smallstep CLI/{bed.versions['step']} " in sh(HOST, "/opt/bin/step version")
