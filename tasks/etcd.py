@@ -156,7 +156,7 @@ def configure_etcd() -> None:
         mode="700",
     )
     env = files.template(
-        name=f"{ENV_FILE} (TLS on {me.client_url} and {me.peer_url})",
+        name=f"{ENV_FILE} (mutual TLS on client and peer ports)",
         src="templates/etcd.env.j2",
         dest=ENV_FILE,
         mode="644",
@@ -192,7 +192,7 @@ def configure_etcd() -> None:
     if not member_dir:
         if _cluster_exists(plan, me):
             joined = python.call(
-                name=f"Join the running cluster as {me.name} (etcdctl member add)",
+                name="Join the running cluster (etcdctl member add)",
                 function=_join_existing,
                 plan=plan,
                 me=me,
@@ -227,7 +227,7 @@ def configure_etcd() -> None:
         )
     health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")
     server.shell(
-        name=f"Wait until etcd on {me.name} is healthy",
+        name="Wait until etcd is healthy",
         commands=[
             f"for i in $(seq 1 120); do {health} >/dev/null 2>&1 && exit 0; sleep 1; done; "
             f"echo 'etcd on {me.name} not healthy after 120 s; see journalctl -u {service}' >&2; "

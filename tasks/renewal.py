@@ -50,7 +50,7 @@ def renewal_units() -> None:
         for suffix in ("service", "timer"):
             changed.append(
                 files.template(
-                    name=f"{cert.unit}.{suffix}",
+                    name=f"Renewal {suffix} of the {cert.kind} certificate",
                     src=f"templates/step-renew.{suffix}.j2",
                     dest=f"{UNIT_DIR}/{cert.unit}.{suffix}",
                     mode="644",
@@ -76,7 +76,7 @@ def renewal_units() -> None:
         )
     for cert in me.certs:
         systemd.service(
-            name=f"{cert.unit}.timer enabled and active",
+            name=f"Renewal timer of the {cert.kind} certificate enabled and active",
             service=f"{cert.unit}.timer",
             running=True,
             enabled=True,
