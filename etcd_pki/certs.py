@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -122,7 +123,7 @@ def chains_to(chain_pem: list[str], root_pem: str) -> bool:
         root = x509.load_pem_x509_certificate(root_pem.encode())
         for child, parent in zip(certs, certs[1:] + [root], strict=True):
             child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, x509.InvalidSignature, IndexError):
+    except (ValueError, TypeError, InvalidSignature, IndexError):
         return False
     return bool(certs)
 
