@@ -1,0 +1,526 @@
+"""The audit's rules, as pure functions from what was observed to findings.
+
+No pyinfra import: ``tasks/audit.py`` gathers a :class:`HostObservation` per host with
+read-only facts, and everything here turns observations plus the cluster plan into
+:class:`Finding` objects (host, file, rule, detail). The status report reads the same
+observations (``etcd_pki/status.py``). The controller scan is here too: it only reads
+local files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .certs import (
+    CRT_MODE,
+    KEY_MODE,
+    CertOnHost,
+    _public_bytes,
+    chains_to,
+    common_name,
+    leaf_ekus,
+    leaf_sans,
+    lifetime_used,
+)
+from .plan import CertSpec, HostPlan
+
+ERROR = "error"
+WARNING = "warning"
+UNIT_DIR = "/etc/systemd/system"
+CONTROLLER = "controller"
+
+# Every rule the audit knows, with what it means (printed by `audit.py --data
+# audit_rules=true` and kept in sync with the unit tests).
+RULES = {
+    "unreachable": "the host's facts could not be read",
+    "cert-missing": "a planned certificate file is missing",
+    "cert-unreadable": "the certificate or its key cannot be parsed",
+    "crt-mode": "a certificate file is not mode 644",
+    "key-missing": "a planned key file is missing",
+    "key-unreadable": "the key file exists but its public half cannot be computed",
+    "key-owner": "a key file does not belong to the user that reads it",
+    "key-mode": "a key file is not mode 400",
+    "key-mismatch": "the key does not match the certificate",
+    "chain": "the certificate does not chain to the CA's root",
+    "subject": "the certificate's common name is not the planned subject",
+    "sans": "the certificate's SANs differ from what the inventory implies",
+    "eku": "the certificate lacks an extended key usage etcd needs",
+    "expired": "the certificate has expired",
+    "renewal-overdue": "more than halfway from the renewal threshold to expiry",
+    "renewal-due": "past the renewal threshold (warning: the timer renews it next run)",
+    "timer-missing": "the certificate's renewal timer is not installed",
+    "timer-disabled": "the renewal timer is not enabled",
+    "timer-inactive": "the renewal timer is not active (not scheduled)",
+    "root-missing": "ssl_dir/root_ca.crt is missing",
+    "root-mismatch": "ssl_dir/root_ca.crt is not the CA's root",
+    "ca-root-missing": "the active cert-manager has no root certificate",
+    "ca-file-missing": "a file of the CA is missing on the active cert-manager",
+    "ca-file-owner": "a file of the CA has the wrong owner or group",
+    "ca-file-mode": "a file of the CA has the wrong mode",
+    "ca-service": "step-ca is not enabled and running on the active cert-manager",
+    "ca-secret-off-manager": "a CA key or password on a host that is not a cert-manager",
+    "ca-secret-outside-ca-dir": "a CA key or password outside ca_dir on a cert-manager",
+    "stray-private-key": "a private key the plan does not account for",
+    "controller-private-key": "a private key or CA secret on the controller",
+}
+
+# File names of CA secrets as step-ca lays them out ($STEPPATH/secrets/...).
+_SECRET_GLOBS = ("*_ca_key", "*/provisioner_password", "*/secrets/password")
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One violation (or warning): on ``host``, about ``path``, breaking ``rule``."""
+
+    host: str
+    path: str
+    rule: str
+    detail: str
+    severity: str = ERROR
+
+    def line(self) -> str:
+        mark = "" if self.severity == ERROR else f" ({self.severity})"
+        return f"{self.host}: {self.path}: {self.rule}{mark}: {self.detail}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "host": self.host,
+            "path": self.path,
+            "rule": self.rule,
+            "severity": self.severity,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class FileStat:
+    owner: str
+    group: str
+    mode: str  # octal digits as `stat -c %a` prints them
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What `systemctl show` says about one unit."""
+
+    unit: str
+    loaded: bool
+    enabled: str  # UnitFileState: enabled, disabled, static, "" (no unit file)
+    active: str  # ActiveState: active, inactive, failed, ...
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExpectedFile:
+    path: str
+    owner: str
+    group: str
+    mode: str
+
+
+@dataclass
+class HostObservation:
+    """Everything the audit read from one host (public material and metadata only)."""
+
+    certs: Mapping[str, CertOnHost] = field(default_factory=dict)
+    timers: Mapping[str, UnitState] = field(default_factory=dict)
+    root_pem: str | None = None  # ssl_dir/root_ca.crt as found on the host
+    stats: Mapping[str, FileStat | None] = field(default_factory=dict)
+    ca_service: UnitState | None = None
+    secret_files: Sequence[str] = ()
+    private_key_files: Sequence[str] = ()
+    error: str | None = None  # facts could not be read at all
+
+
+# ---------------------------------------------------------------------------
+# Parsing fact output
+# ---------------------------------------------------------------------------
+
+
+def parse_file_stats(lines: Iterable[str]) -> dict[str, FileStat | None]:
+    """``stat -c '%U %G %a %n'`` lines (or ``missing - - PATH``) -> {path: FileStat|None}."""
+    result: dict[str, FileStat | None] = {}
+    for line in lines:
+        parts = line.split(" ", 3)
+        if len(parts) != 4:
+            continue
+        owner, group, mode, path = parts
+        result[path] = None if owner == "missing" else FileStat(owner, group, mode)
+    return result
+
+
+def _timestamp(value: str) -> datetime | None:
+    """A `systemctl show` time (run with TZ=UTC: ``Sun 2026-11-29 03:58:16 UTC``, or
+    ``@1732768365`` with --timestamp=unix) -> aware datetime; empty or n/a -> None."""
+    value = value.strip()
+    try:
+        if value.startswith("@"):
+            return datetime.fromtimestamp(int(value[1:]), UTC)
+        if value.endswith(" UTC"):
+            return datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def parse_unit_states(lines: Iterable[str]) -> dict[str, UnitState]:
+    """Sections ``==> UNIT`` followed by `systemctl show` KEY=VALUE lines."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in lines:
+        if line.startswith("==> "):
+            current = sections.setdefault(line[4:].strip(), {})
+        elif current is not None and "=" in line:
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return {
+        unit: UnitState(
+            unit=unit,
+            loaded=props.get("LoadState") == "loaded",
+            enabled=props.get("UnitFileState", ""),
+            active=props.get("ActiveState", ""),
+            next_run=_timestamp(props.get("NextElapseUSecRealtime", "")),
+            last_run=_timestamp(props.get("LastTriggerUSec", "")),
+        )
+        for unit, props in sections.items()
+    }
+
+
+def secret_find_expression() -> str:
+    """The `find` predicate matching CA secret file names (see :func:`is_ca_secret`)."""
+    return (
+        r"\( -name '*_ca_key' -o -name provisioner_password "
+        r"-o -path '*/secrets/password' \)"
+    )
+
+
+def is_ca_secret(path: str) -> bool:
+    """True for paths named like a step-ca key or password."""
+    return any(fnmatch.fnmatch(path, g) for g in _SECRET_GLOBS)
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+# ---------------------------------------------------------------------------
+# Per-host evaluation
+# ---------------------------------------------------------------------------
+
+REQUIRED_EKUS = {
+    "peer": {"serverAuth", "clientAuth"},
+    "server": {"serverAuth", "clientAuth"},
+    "client": {"clientAuth"},
+}
+
+
+def overdue_percent(threshold: int) -> float:
+    """Lifetime used past which a renewal counts as failing: halfway to expiry."""
+    return (threshold + 100) / 2
+
+
+def evaluate_cert(
+    spec: CertSpec,
+    found: CertOnHost | None,
+    root_pem: str | None,
+    threshold: int,
+    now: datetime,
+) -> list[Finding]:
+    """Findings about one planned certificate/key pair (files, content, expiry)."""
+    out: list[Finding] = []
+
+    def add(path: str, rule: str, detail: str, severity: str = ERROR) -> None:
+        out.append(Finding(spec.host, path, rule, detail, severity))
+
+    if found is None or found.crt_meta is None or not found.chain_pem:
+        add(spec.crt, "cert-missing", f"no {spec.kind} certificate")
+    elif found.crt_meta.mode != CRT_MODE:
+        add(spec.crt, "crt-mode", f"mode {found.crt_meta.mode}, want {CRT_MODE}")
+    if found is None or found.key_meta is None:
+        add(spec.key, "key-missing", f"no {spec.kind} key")
+    else:
+        if found.key_meta.owner != spec.owner:
+            add(spec.key, "key-owner", f"owner {found.key_meta.owner}, want {spec.owner}")
+        if found.key_meta.mode != KEY_MODE:
+            add(spec.key, "key-mode", f"mode {found.key_meta.mode}, want {KEY_MODE}")
+        if found.key_public_pem is None:
+            add(spec.key, "key-unreadable", "`step crypto key public` could not read it")
+    if found is None or not found.chain_pem:
+        return out
+
+    try:
+        leaf = x509.load_pem_x509_certificate(found.chain_pem[0].encode())
+    except ValueError as e:
+        add(spec.crt, "cert-unreadable", f"not a PEM certificate: {e}")
+        return out
+    if found.key_public_pem is not None:
+        try:
+            key = serialization.load_pem_public_key(found.key_public_pem.encode())
+            if _public_bytes(key) != _public_bytes(leaf.public_key()):
+                add(spec.key, "key-mismatch", f"does not match {spec.crt}")
+        except ValueError as e:
+            add(spec.key, "cert-unreadable", f"public key unreadable: {e}")
+    if root_pem is not None and not chains_to(found.chain_pem, root_pem):
+        add(spec.crt, "chain", "does not verify up to the CA's root certificate")
+    if common_name(leaf) != spec.subject:
+        add(spec.crt, "subject", f"CN {common_name(leaf)!r}, want {spec.subject!r}")
+    have, want = leaf_sans(leaf), set(spec.sans)
+    if have != want:
+        add(
+            spec.crt,
+            "sans",
+            f"missing: {', '.join(sorted(want - have)) or '-'}; "
+            f"unexpected: {', '.join(sorted(have - want)) or '-'}",
+        )
+    missing_ekus = REQUIRED_EKUS[spec.kind] - leaf_ekus(leaf)
+    if missing_ekus:
+        add(spec.crt, "eku", f"lacks {', '.join(sorted(missing_ekus))}")
+
+    not_after = leaf.not_valid_after_utc
+    used = lifetime_used(leaf, now) * 100
+    if not_after <= now:
+        add(spec.crt, "expired", f"expired {not_after:%Y-%m-%d %H:%M} UTC")
+    elif used >= overdue_percent(threshold):
+        add(
+            spec.crt,
+            "renewal-overdue",
+            f"{used:.0f}% of its lifetime used (renewal due at {threshold}%), "
+            f"expires {not_after:%Y-%m-%d %H:%M} UTC",
+        )
+    elif used >= threshold:
+        add(
+            spec.crt,
+            "renewal-due",
+            f"{used:.0f}% of its lifetime used (threshold {threshold}%)",
+            WARNING,
+        )
+    return out
+
+
+def evaluate_timer(spec: CertSpec, state: UnitState | None) -> list[Finding]:
+    path = f"{UNIT_DIR}/{spec.unit}.timer"
+    if state is None or not state.loaded:
+        return [Finding(spec.host, path, "timer-missing", f"no renewal timer for {spec.name}")]
+    out = []
+    if state.enabled != "enabled":
+        out.append(Finding(spec.host, path, "timer-disabled", f"UnitFileState={state.enabled}"))
+    if state.active != "active":
+        out.append(Finding(spec.host, path, "timer-inactive", f"ActiveState={state.active}"))
+    return out
+
+
+def evaluate_host(
+    hp: HostPlan,
+    obs: HostObservation,
+    root_pem: str | None,
+    ca_files: Sequence[ExpectedFile] = (),
+    now: datetime | None = None,
+) -> list[Finding]:
+    """Every finding on host ``hp`` from ``obs``.
+
+    ``root_pem`` is the root read from the active cert-manager (None when it could not
+    be read: then chains are not checked, and the CA host reports ``ca-root-missing``).
+    ``ca_files`` is what the active cert-manager must hold, with owner/group/mode.
+    """
+    now = now or datetime.now(UTC)
+    name = hp.name
+    if obs.error:
+        return [Finding(name, "-", "unreachable", obs.error)]
+    s = hp.settings
+    out: list[Finding] = []
+    for spec in hp.certs:
+        out += evaluate_cert(
+            spec, obs.certs.get(spec.name), root_pem, s.renew_threshold_percent, now
+        )
+        out += evaluate_timer(spec, obs.timers.get(f"{spec.unit}.timer"))
+
+    if hp.certs:
+        root_path = f"{s.ssl_dir}/root_ca.crt"
+        stat = obs.stats.get(root_path)
+        if obs.root_pem is None:
+            out.append(Finding(name, root_path, "root-missing", "the CA root is not installed"))
+        else:
+            if root_pem is not None and _normal_pem(obs.root_pem) != _normal_pem(root_pem):
+                out.append(Finding(name, root_path, "root-mismatch", "differs from the CA's root"))
+            if stat is not None and stat.mode != CRT_MODE:
+                out.append(Finding(name, root_path, "crt-mode", f"mode {stat.mode}, want 644"))
+
+    if hp.is_active_ca:
+        if root_pem is None:
+            out.append(
+                Finding(name, f"{s.ca_dir}/certs/root_ca.crt", "ca-root-missing", "no CA root")
+            )
+        for want in ca_files:
+            have = obs.stats.get(want.path)
+            if have is None:
+                out.append(Finding(name, want.path, "ca-file-missing", "missing"))
+                continue
+            if (have.owner, have.group) != (want.owner, want.group):
+                out.append(
+                    Finding(
+                        name,
+                        want.path,
+                        "ca-file-owner",
+                        f"{have.owner}:{have.group}, want {want.owner}:{want.group}",
+                    )
+                )
+            if have.mode != want.mode:
+                out.append(
+                    Finding(name, want.path, "ca-file-mode", f"mode {have.mode}, want {want.mode}")
+                )
+        svc = obs.ca_service
+        if svc is None or not svc.loaded or svc.active != "active" or svc.enabled != "enabled":
+            state = f"{svc.enabled or 'no unit file'}, {svc.active}" if svc else "unknown"
+            out.append(
+                Finding(name, f"{UNIT_DIR}/step-ca.service", "ca-service", f"step-ca is {state}")
+            )
+
+    for path in obs.secret_files:
+        if not hp.is_cert_manager:
+            out.append(
+                Finding(
+                    name,
+                    path,
+                    "ca-secret-off-manager",
+                    "CA key or password on a host that is not a cert-manager",
+                )
+            )
+        elif not _under(path, s.ca_dir):
+            out.append(Finding(name, path, "ca-secret-outside-ca-dir", f"outside {s.ca_dir}"))
+
+    own_keys = {spec.key for spec in hp.certs}
+    for path in obs.private_key_files:
+        if path in own_keys or (hp.is_cert_manager and _under(path, s.ca_dir)):
+            continue
+        if not hp.is_cert_manager and is_ca_secret(path):
+            continue  # already reported as ca-secret-off-manager
+        out.append(
+            Finding(name, path, "stray-private-key", "a private key the plan has no use for")
+        )
+    return sorted(set(out))
+
+
+def _normal_pem(text: str) -> str:
+    return "\n".join(line.strip() for line in text.strip().splitlines())
+
+
+# ---------------------------------------------------------------------------
+# The controller
+# ---------------------------------------------------------------------------
+
+_PEM_PRIVATE = re.compile(
+    rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----\r?\n"
+    rb"(?:[A-Za-z0-9-]+: [^\r\n]*\r?\n)*\r?\n?[A-Za-z0-9+/=]{40,}"
+)
+_OTHER_PRIVATE = (
+    re.compile(rb"AGE-SECRET-KEY-1[A-Z0-9]{50,}"),
+    # step-ca's JWK provisioner key (ca.json): a JWE in compact form, five parts.
+    re.compile(
+        rb'"encryptedKey"\s*:\s*"eyJ[\w-]{20,}\.[\w-]{20,}\.[\w-]{8,}\.[\w-]{40,}\.[\w-]{8,}"'
+    ),
+)
+SKIP_DIRS = frozenset(
+    {".git", ".venv", ".testbed", "__pycache__", ".ruff_cache", ".pytest_cache", "node_modules"}
+)
+MAX_SCAN_BYTES = 4_000_000
+
+
+def private_material(data: bytes) -> str | None:
+    """What kind of private material ``data`` holds, or None."""
+    match = _PEM_PRIVATE.search(data)
+    if match:
+        return f"PEM {match.group(0).split(b'-----')[1].decode().removeprefix('BEGIN ')}"
+    for pattern in _OTHER_PRIVATE:
+        if pattern.search(data):
+            return "age secret key" if pattern is _OTHER_PRIVATE[0] else "step JWK private key"
+    return None
+
+
+def _scan_file(path: Path) -> Finding | None:
+    if is_ca_secret(str(path)):
+        return Finding(CONTROLLER, str(path), "controller-private-key", "named like a CA secret")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SCAN_BYTES)
+    except OSError:
+        return None
+    kind = private_material(data)
+    if kind:
+        return Finding(CONTROLLER, str(path), "controller-private-key", f"holds a {kind}")
+    return None
+
+
+def scan_controller(
+    recursive: Iterable[str | Path],
+    shallow: Iterable[str | Path] = (),
+    skip: frozenset[str] = SKIP_DIRS,
+) -> list[Finding]:
+    """Private keys and CA secrets on the controller.
+
+    ``recursive`` directories are walked (skipping directory names in ``skip``);
+    ``shallow`` ones (the temp dirs, where pyinfra and Python's ``tempfile`` put their
+    files) are read one level deep only, so other tools' private work areas are not
+    reported. Symlinks are not followed.
+    """
+    found: list[Finding] = []
+    for root in recursive:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            for fname in filenames:
+                path = Path(dirpath) / fname
+                if path.is_file() and not path.is_symlink():
+                    finding = _scan_file(path)
+                    if finding:
+                        found.append(finding)
+    for root in shallow:
+        try:
+            entries = list(Path(root).iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            if path.is_file() and not path.is_symlink():
+                finding = _scan_file(path)
+                if finding:
+                    found.append(finding)
+    return sorted(set(found))
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+
+def summary(findings: Sequence[Finding], audited: Sequence[str], not_audited: Sequence[str]) -> str:
+    """The audit's closing report: one line per finding, then the verdict."""
+    errors = [f for f in findings if f.severity == ERROR]
+    warnings = [f for f in findings if f.severity != ERROR]
+    lines = []
+    if findings:
+        width_host = max(len(f.host) for f in findings)
+        width_path = max(len(f.path) for f in findings)
+        width_rule = max(len(f.rule) for f in findings)
+        lines.append(
+            f"{'HOST':<{width_host}}  {'FILE':<{width_path}}  {'RULE':<{width_rule}}  DETAIL"
+        )
+        for f in sorted(findings, key=lambda f: (f.severity != ERROR, f.host, f.path, f.rule)):
+            detail = f.detail if f.severity == ERROR else f"[{f.severity}] {f.detail}"
+            lines.append(
+                f"{f.host:<{width_host}}  {f.path:<{width_path}}  {f.rule:<{width_rule}}  {detail}"
+            )
+    verdict = "FAILED" if errors or not_audited else "passed"
+    lines.append(
+        f"audit {verdict}: {len(errors)} violation(s), {len(warnings)} warning(s) on "
+        f"{len(audited)} host(s) and the controller"
+        + (f"; not audited: {', '.join(not_audited)}" if not_audited else "")
+    )
+    return "\n".join(lines)

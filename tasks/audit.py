@@ -1,0 +1,222 @@
+"""Read-only inspection of every host for the audit (audit.py) and the status report
+(status.py). Nothing here changes a host.
+
+How the verdict is reached, and why this way:
+
+* At prepare time each host's facts are read once into a
+  :class:`~etcd_pki.audit.HostObservation` and evaluated by the pure rules in
+  ``etcd_pki/audit.py``; the result is kept in a module-level collector, keyed by the
+  run's inventory (deploy files are re-executed per host, imported modules are not).
+* Every host then gets two operations, both gated by ``_if`` so that a clean host
+  reports "No changes": "Audit findings" logs what was found on it, and "Audit
+  verdict" fails *that host* when it has violations (a ``python.call`` whose callback
+  returns False: pyinfra counts an error on the host, with no traceback). pyinfra
+  exits non-zero when any host failed, and the error is attributed to the host the
+  violation is on.
+* The last active host in inventory order also scans the controller and prints the
+  summary of every host's findings. Operations run in lock-step, so by then every
+  host's findings are in the collector. Controller findings fail that last host's
+  verdict (the controller is not an inventory host), and say "controller" in their
+  host column.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from pyinfra import host, inventory, state
+from pyinfra.api import Host, deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_inventory
+from pyinfra.operations import python
+
+from etcd_pki.audit import (
+    ERROR,
+    ExpectedFile,
+    Finding,
+    HostObservation,
+    evaluate_host,
+    scan_controller,
+    summary,
+)
+from etcd_pki.plan import HostPlan
+from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
+from facts.pki import CertStates, PublicFile
+from tasks.ca import CA_DIRS, CA_FILES
+from tasks.common import ca_root_pem, get_plan, node_name, this_host
+from tasks.install import DOWNLOAD_DIR
+
+# Where a CA secret (by file name) is searched for on every host.
+SECRET_ROOTS = ("/etc", "/root", "/home", "/opt", "/srv", "/tmp", "/var", "/usr/local")
+# Directories scanned for private keys of any kind (by content) on every host, beside
+# ssl_dir, step_dir and ca_dir. `.ssh` and `.gnupg` directories are not searched.
+KEY_DIRS = ("/etc/etcd", "/etc/systemd/system", "/root", "/tmp", "/var/tmp", DOWNLOAD_DIR)
+
+
+@dataclass
+class HostResult:
+    observation: HostObservation
+    findings: list[Finding] = field(default_factory=list)
+
+
+_runs: dict[int, dict[str, HostResult]] = {}
+
+
+def results() -> dict[str, HostResult]:
+    """This run's results so far, by node name."""
+    return _runs.setdefault(id(ctx_inventory.get()), {})
+
+
+def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
+    """The CA's files and directories with the owner/group/mode tasks/ca.py gives them."""
+    s = me.settings
+
+    def who(value: str) -> str:
+        return s.ca_user if value == "CA" else value
+
+    return [
+        ExpectedFile(f"{s.ca_dir}/{path}".rstrip("/"), who(owner), who(group), mode)
+        for path, owner, group, mode in (*CA_FILES, *CA_DIRS)
+    ]
+
+
+def root_or_none() -> str | None:
+    try:
+        return ca_root_pem()
+    except PyinfraError:
+        return None
+
+
+def observe(me: HostPlan, full: bool = True) -> HostObservation:
+    """Read this host's state with facts. ``full=False``: certificates and timers only."""
+    s = me.settings
+    try:
+        certs = (
+            host.get_fact(CertStates, certs=me.certs, step=f"{s.bin_dir}/step") if me.certs else {}
+        )
+        units = tuple(f"{c.unit}.timer" for c in me.certs)
+        if me.is_active_ca:
+            units += ("step-ca.service",)
+        unit_states = host.get_fact(UnitStates, units=units) if units else {}
+        if not full:
+            return HostObservation(certs=certs, timers=unit_states)
+        root_path = f"{s.ssl_dir}/root_ca.crt"
+        paths = (root_path,)
+        if me.is_active_ca:
+            paths += tuple(f.path for f in expected_ca_files(me))
+        key_dirs = tuple(dict.fromkeys((s.ssl_dir, s.step_dir, s.ca_dir, *KEY_DIRS)))
+        roots = tuple(host.data.get("audit_secret_roots") or SECRET_ROOTS)
+        return HostObservation(
+            certs=certs,
+            timers=unit_states,
+            root_pem=host.get_fact(PublicFile, path=root_path) if me.certs else None,
+            stats=host.get_fact(FileStats, paths=paths),
+            ca_service=unit_states.get("step-ca.service"),
+            secret_files=host.get_fact(CaSecretFiles, roots=roots),
+            private_key_files=host.get_fact(PrivateKeyFiles, dirs=key_dirs),
+        )
+    except PyinfraError as e:
+        return HostObservation(error=f"facts could not be read: {e}")
+
+
+def _log(h: Host, finding: Finding) -> None:
+    colour = "red" if finding.severity == ERROR else "yellow"
+    h.log_styled(
+        f"{finding.rule}{'' if finding.severity == ERROR else ' (warning)'}: "
+        f"{finding.path}: {finding.detail}",
+        fg=colour,
+    )
+
+
+def _active_in_order() -> list[Host]:
+    return [h for h in inventory if h in state.active_hosts]
+
+
+def _not_audited() -> list[str]:
+    """Hosts of this run (inside --limit) that failed before the verdict."""
+    return [node_name(h) for h in state.inventory.iter_activated_hosts() if h in state.failed_hosts]
+
+
+def controller_dirs() -> tuple[list[str], list[str]]:
+    """(walked recursively, read one level deep) on the controller."""
+    recursive = [str(Path(state.cwd or ".").resolve())]
+    extra = host.data.get("audit_controller_dirs") or []
+    if isinstance(extra, str):
+        extra = [extra]
+    recursive += [str(p) for p in extra]
+    shallow = list(dict.fromkeys([tempfile.gettempdir(), "/tmp", "/var/tmp"]))
+    return recursive, shallow
+
+
+def _write_json(path: str, findings: list[Finding], audited: list[str], missing: list[str]):
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "passed": not missing and not any(f.severity == ERROR for f in findings),
+        "audited_hosts": audited,
+        "not_audited": missing,
+        "findings": [f.as_dict() for f in sorted(findings)],
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@deploy("Audit")
+def audit_host() -> None:
+    """Check this host against the plan; fail the host when a rule is broken.
+
+    Rules and their meaning: ``etcd_pki.audit.RULES``. Options (``--data``):
+    ``audit_controller_dirs`` (more controller directories to scan),
+    ``audit_secret_roots`` (where to look for CA secrets by name on hosts),
+    ``audit_json`` (also write the findings as JSON to this controller path).
+
+    .. code:: python
+
+        audit_host()
+    """
+    plan = get_plan()
+    me = this_host()
+    root = root_or_none()
+    obs = observe(me)
+    ca_files = expected_ca_files(me) if me.is_active_ca else []
+    found = evaluate_host(me, obs, root, ca_files)
+    results()[me.name] = HostResult(obs, found)
+    mine = [f for f in found if f.severity == ERROR]
+    controller: list[Finding] = []
+
+    def show() -> bool:
+        for finding in found:
+            _log(host, finding)
+        return False  # reading is not a change
+
+    def verdict() -> bool:
+        """True when this host must fail; the last host also judges the controller."""
+        if node_name(_active_in_order()[-1]) != me.name:
+            return bool(mine)
+        recursive, shallow = controller_dirs()
+        controller.extend(scan_controller(recursive, shallow))
+        everything = [f for r in results().values() for f in r.findings] + controller
+        audited = sorted(results())
+        missing = _not_audited()
+        click.echo(
+            f"--> Audit of {len(audited)} host(s) of {len(plan.hosts)}:\n"
+            + summary(everything, audited, missing),
+            err=False,
+        )
+        json_path = host.data.get("audit_json")
+        if json_path:
+            _write_json(str(json_path), everything, audited, missing)
+        return bool(mine or controller)
+
+    def fail(state, host) -> bool:  # noqa: ARG001 - pyinfra passes (state, host)
+        for finding in mine + controller:
+            host.log_styled(f"VIOLATION {finding.line()}", fg="red")
+        return False
+
+    python.call(name="Audit findings", function=lambda: None, _if=show)
+    python.call(name="Audit verdict", function=fail, _if=verdict)

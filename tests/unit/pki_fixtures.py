@@ -1,0 +1,163 @@
+"""A real CA made with `cryptography` for the audit and status unit tests, plus
+observations of a host where everything is as the plan says."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from etcd_pki.audit import ExpectedFile, FileStat, HostObservation, UnitState
+from etcd_pki.certs import CertOnHost, FileMeta
+from etcd_pki.plan import CertSpec, HostPlan
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+BOTH = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def public_pem(key) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@dataclass
+class Ca:
+    """Root and intermediate, like step-ca's."""
+
+    name: str = "test-ca"
+    root_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    inter_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+
+    def __post_init__(self) -> None:
+        start = NOW - timedelta(days=365)
+        self.root = self._ca_cert(f"{self.name} Root CA", self.root_key, self.root_key, None, start)
+        self.inter = self._ca_cert(
+            f"{self.name} Intermediate CA", self.inter_key, self.root_key, self.root, start
+        )
+
+    def _ca_cert(self, cn, key, signer, issuer, start):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(issuer.subject if issuer else _name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256())
+        )
+
+    @property
+    def root_pem(self) -> str:
+        return pem(self.root)
+
+    def leaf(
+        self,
+        spec: CertSpec,
+        key=None,
+        *,
+        used: float = 0.1,
+        lifetime: timedelta = timedelta(hours=17520),
+        subject: str | None = None,
+        sans: tuple[str, ...] | None = None,
+        ekus=BOTH,
+    ) -> tuple[str, object]:
+        """(chain PEM, key) of a leaf for ``spec`` with ``used`` of its lifetime gone."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
+        start = NOW - lifetime * used
+        names = []
+        for san in spec.sans if sans is None else sans:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                names.append(x509.DNSName(san))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(subject or spec.subject))
+            .issuer_name(self.inter.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + lifetime)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
+            .sign(self.inter_key, hashes.SHA256())
+        )
+        return pem(cert) + pem(self.inter), key
+
+
+def good_cert(ca: Ca, spec: CertSpec, **kwargs) -> CertOnHost:
+    chain, key = ca.leaf(spec, **kwargs)
+    blocks = [
+        b + "-----END CERTIFICATE-----\n" for b in chain.split("-----END CERTIFICATE-----\n")[:-1]
+    ]
+    return CertOnHost(
+        chain_pem=blocks,
+        key_public_pem=public_pem(key),
+        crt_meta=FileMeta("root", "644"),
+        key_meta=FileMeta(spec.owner, "400"),
+    )
+
+
+def expected_ca_files(hp: HostPlan) -> list[ExpectedFile]:
+    d = hp.settings.ca_dir
+    return [
+        ExpectedFile(f"{d}/secrets/root_ca_key", "root", "root", "400"),
+        ExpectedFile(f"{d}/secrets/intermediate_ca_key", "step", "step", "400"),
+        ExpectedFile(f"{d}/secrets", "root", "step", "750"),
+    ]
+
+
+def good_observation(ca: Ca, hp: HostPlan, **cert_kwargs) -> HostObservation:
+    """What a host looks like right after a successful deploy."""
+    s = hp.settings
+    timers = {
+        f"{c.unit}.timer": UnitState(
+            f"{c.unit}.timer", True, "enabled", "active", NOW + timedelta(hours=15), None
+        )
+        for c in hp.certs
+    }
+    stats: dict[str, FileStat | None] = {
+        f"{s.ssl_dir}/root_ca.crt": FileStat("root", "root", "644")
+    }
+    ca_service = None
+    if hp.is_active_ca:
+        stats.update({f.path: FileStat(f.owner, f.group, f.mode) for f in expected_ca_files(hp)})
+        ca_service = UnitState("step-ca.service", True, "enabled", "active")
+    keys = [c.key for c in hp.certs]
+    if hp.is_active_ca:
+        keys += [f"{s.ca_dir}/secrets/root_ca_key", f"{s.ca_dir}/secrets/intermediate_ca_key"]
+    return HostObservation(
+        certs={c.name: good_cert(ca, c, **cert_kwargs) for c in hp.certs},
+        timers=timers,
+        root_pem=ca.root_pem,
+        stats=stats,
+        ca_service=ca_service,
+        secret_files=(
+            [f"{s.ca_dir}/secrets/root_ca_key", f"{s.ca_dir}/secrets/password"]
+            if hp.is_active_ca
+            else []
+        ),
+        private_key_files=keys,
+    )
