@@ -1,0 +1,81 @@
+"""The status report: read certificates and timers on every host, then the last host
+writes reports/status.json and reports/status.html on the controller and prints the
+table. Changes nothing on any host.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from pyinfra import host, state
+from pyinfra.api import deploy
+from pyinfra.context import ctx_inventory
+from pyinfra.operations import python
+
+from etcd_pki.audit import HostObservation
+from etcd_pki.status import host_rows, render_html, render_table, report_data, root_info
+from tasks.audit import _active_in_order, observe, root_or_none
+from tasks.common import get_plan, node_name, this_host
+
+DEFAULT_DIR = "reports"
+
+_runs: dict[int, dict[str, HostObservation]] = {}
+
+
+def write_report(directory: Path, data: dict, html: str) -> tuple[Path, Path]:
+    """Write status.json and status.html atomically (a reader never sees half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("status.json", json.dumps(data, indent=2) + "\n"), ("status.html", html)):
+        target = directory / name
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(target)
+        written.append(target)
+    return written[0], written[1]
+
+
+@deploy("Status report")
+def status_report() -> None:
+    """Collect this host's certificates and timers; the last host writes the report.
+
+    Options (``--data``): ``status_dir`` (default ``reports``, relative to the
+    directory pyinfra runs in).
+
+    .. code:: python
+
+        status_report()
+    """
+    plan = get_plan()
+    me = this_host()
+    observations = _runs.setdefault(id(ctx_inventory.get()), {})
+    observations[me.name] = observe(me, full=False)
+
+    def report() -> bool:
+        if node_name(_active_in_order()[-1]) != me.name:
+            return False
+        now = datetime.now(UTC)
+        root = root_or_none()
+        rows, unreachable = [], {}
+        for name, obs in observations.items():
+            if obs.error:
+                unreachable[name] = obs.error
+            else:
+                rows += host_rows(plan.hosts[name], obs, root, now)
+        for h in state.inventory.iter_activated_hosts():
+            if h in state.failed_hosts and node_name(h) not in observations:
+                unreachable[node_name(h)] = "connection failed"
+        data = report_data(plan, rows, unreachable, now, root_info(root))
+        directory = Path(state.cwd or ".") / str(host.data.get("status_dir") or DEFAULT_DIR)
+        json_path, html_path = write_report(directory, data, render_html(data))
+        click.echo(
+            "--> Certificate status\n"
+            + render_table(plan, rows, unreachable)
+            + f"\nwritten: {json_path}, {html_path}"
+        )
+        return False  # reporting is not a change
+
+    python.call(name="Status report", function=lambda: None, _if=report)
