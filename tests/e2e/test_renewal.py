@@ -180,3 +180,36 @@ def test_renew_now_entry_point(short_lived):
     run = deploy(inventory, *limit, deploy_file="renew_now.py")
     assert run.rc == 0, run.output[-3000:]
     assert read_cert(host, f"{SSL}/{name}.crt").serial_number == renewed
+
+
+def test_units_follow_the_settings_and_stale_units_are_removed(short_lived):
+    _, _ = short_lived
+    host = "etcd-k8s-2"
+    stale = "/etc/systemd/system/step-renew-gone-peer"
+    sh(
+        host,
+        f"printf '[Service]\\nType=oneshot\\nExecStart=/bin/true\\n' > {stale}.service; "
+        f"printf '[Timer]\\nOnCalendar=daily\\n[Install]\\nWantedBy=timers.target\\n' "
+        f"> {stale}.timer; systemctl daemon-reload; "
+        "systemctl enable --now step-renew-gone-peer.timer",
+    )
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_calendar.py",
+        data={**SHORT, "renew_on_calendar": "*-*-* 04:30:00"},
+        host_data={"etcd-k8s-3": {"renew_mode": "rekey"}},
+    )
+    run = deploy(inventory, "--limit", f"@docker/{tb.container_name(host)}")
+    assert run.rc == 0, run.output[-3000:]
+    assert sh(host, f"ls {stale}.service {stale}.timer 2>/dev/null || true").strip() == ""
+    assert "step-renew-gone" not in sh(host, "systemctl list-timers --all --no-pager")
+    for kind in ("peer", "server", "client"):
+        unit = f"step-renew-{host}-{kind}.timer"
+        assert "OnCalendar=*-*-* 04:30:00" in sh(host, f"cat /etc/systemd/system/{unit}")
+        calendar = sh(host, f"systemctl show -p TimersCalendar --value {unit}")
+        assert "04:30:00" in calendar, calendar
+    again = deploy(inventory, "--limit", f"@docker/{tb.container_name(host)}")
+    assert again.rc == 0, again.output[-3000:]
+    # With 10-minute certificates the deploy may re-issue ones past the threshold by
+    # now; the renewal units themselves must not change again.
+    changed = again.changed_operations()
+    assert not [op for op in changed if "Renewal" in op or "daemon-reload" in op], changed
