@@ -1,0 +1,467 @@
+"""Benchmark the deploy on the Docker test bed: `make bench`, or
+
+    .venv/bin/python bench/bench.py [--quick] [--json FILE] [--keep]
+                                    [--fresh-runs N] [--reruns N] [--issuance-runs N]
+
+What it measures (wall time of the whole `pyinfra -y INVENTORY deploy.py` process, from
+start to exit, docker connector, as the e2e tests run it):
+
+* fresh deploy of the 4-host cluster (3 etcd members, one of them the CA, 1 client) on
+  brand-new containers: CA, certificates, renewal units, etcd;
+* no-change re-run of it: wall time, and the commands pyinfra executed on each host;
+* adding one etcd member: `testbed add etcd-k8s-4`, then the deploy with
+  `--limit @docker/<container>` (commands on other hosts, e.g. token minting on the CA,
+  are counted for those hosts);
+* scaling: 3 etcd members plus 8 and 24 client hosts (11 and 27 hosts; the 1-client case
+  is the 4-host cluster): fresh deploy and re-run, and the ratio to the 4-host case;
+* step-ca issuance rate: from 3 hosts at once, 20 token+certificate requests each. The
+  tokens are minted on the CA node (`step ca token` with the provisioner password file
+  that is there) and piped straight into `step ca certificate` on the requesting host
+  (docker exec | docker exec): no password, key or token is written or printed outside
+  the containers. Also measured: minting alone (tokens discarded inside the CA).
+
+Counting commands: every deploy runs through bench/pyinfra_timed.py, which is the
+pyinfra CLI plus a log of every call of pyinfra's host API (`run_shell_command`,
+`put_file`, `get_file`), with the operation and fact it belongs to and its duration.
+All connectors go through that API, so the count does not depend on log formats.
+The same log gives the "where the time goes" breakdown printed after the table.
+
+The bed instance is `$ETCD_PKI_BED`, or `bench` when unset (never the default bed: the
+benchmark recreates containers). Containers are removed at the end unless `--keep`.
+Logs of every run: .testbed/<instance>/bench/. Timings are for this machine and load;
+they belong here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import runpy
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ETCD_PKI_BED", "bench")
+sys.path.insert(0, str(REPO))
+
+from tests import testbed as tb  # noqa: E402  (needs ETCD_PKI_BED set first)
+
+PYTHON = sys.executable
+RUNNER = REPO / "bench" / "pyinfra_timed.py"
+DEPLOY = "deploy.py"
+SETTINGS = runpy.run_path(str(REPO / "group_data" / "all.py"))
+BURST_HOSTS = ("etcd-k8s-2", "etcd-k8s-3", "app-server")
+NEW_MEMBER = "etcd-k8s-4"
+# Targets from issue 8 (this 2-core machine).
+TARGET_FRESH_4 = 60.0
+TARGET_RERUN_4 = 10.0
+TARGET_SCALE_RATIO = 2.0
+TARGET_COMMANDS = 30
+
+_t0 = time.monotonic()
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def progress(message: str) -> None:
+    elapsed = int(time.monotonic() - _t0)
+    print(f"[bench {elapsed // 60:02d}:{elapsed % 60:02d}] {message}", flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def log_dir() -> Path:
+    path = tb.state_dir() / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def node_of(host_name: str) -> str:
+    """`@docker/bench-etcd-k8s-1` -> `etcd-k8s-1`."""
+    name = host_name.rsplit("/", 1)[-1]
+    prefix = tb.BED.prefix
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
+# ---------------------------------------------------------------------------
+# One pyinfra run
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    label: str
+    wall: float
+    operations: int
+    changed: int
+    commands: dict[str, int]  # node -> commands (shell commands + uploads + downloads)
+    stages: dict[str, float]  # stage -> seconds since start
+    records: list[dict] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("records")
+        return data
+
+
+def _totals(output: str) -> tuple[int, int, int]:
+    match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    if not match:
+        raise BenchError(f"no summary in pyinfra output:\n{output[-3000:]}")
+    ops, changed, errors, _ = (0 if v == "-" else int(v) for v in match.groups())
+    return ops, changed, errors
+
+
+def run_deploy(inventory: Path, label: str, *args: str) -> Run:
+    """Run the deploy once through the counting runner; raise if it fails."""
+    logs = log_dir()
+    cmd_log = logs / f"{label}.jsonl"
+    cmd_log.unlink(missing_ok=True)
+    cmd = [PYTHON, str(RUNNER), str(cmd_log), "-y", str(inventory), DEPLOY, *args]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - start
+    output = proc.stdout + proc.stderr
+    (logs / f"{label}.log").write_text(output)
+    if proc.returncode != 0:
+        raise BenchError(f"{label}: pyinfra exited {proc.returncode}; see {logs / label}.log")
+    ops, changed, errors = _totals(output)
+    if errors:
+        raise BenchError(f"{label}: {errors} operation errors; see {logs / label}.log")
+    records = [json.loads(line) for line in cmd_log.read_text().splitlines() if line]
+    commands = collections.Counter(
+        node_of(r["host"]) for r in records if r["k"] in ("cmd", "put", "get")
+    )
+    stage_times = [r for r in records if r["k"] == "stage"]
+    t0 = stage_times[0]["t"] if stage_times else 0.0
+    stages = {r["stage"]: round(r["t"] - t0, 2) for r in stage_times}
+    return Run(label, wall, ops, changed, dict(sorted(commands.items())), stages, records)
+
+
+def deploy_n(
+    inventory: Path, label: str, n: int, *args: str, quiet_change: bool = False
+) -> list[Run]:
+    runs = []
+    for i in range(1, n + 1):
+        run = run_deploy(inventory, f"{label}-{i}", *args)
+        note = "" if quiet_change or run.changed == 0 else f", {run.changed} CHANGED"
+        progress(
+            f"  {label} {i}/{n}: {run.wall:.1f} s, {run.operations} operations{note}, "
+            f"max {max(run.commands.values())} commands/host"
+        )
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+
+def fresh_and_reruns(clients: int, fresh_runs: int, reruns: int) -> dict[str, Any]:
+    """`clients` extra app-client hosts besides app-server; fresh deploys, then re-runs."""
+    hosts = 4 + clients
+    fresh = []
+    for i in range(1, fresh_runs + 1):
+        progress(f"{hosts} hosts: new containers ({i}/{fresh_runs})")
+        bed = new_bed(clients)
+        progress(f"{hosts} hosts: fresh deploy ({i}/{fresh_runs})")
+        fresh += deploy_n(bed.inventory_docker, f"fresh-{hosts}h-{i}", 1, quiet_change=True)
+    progress(f"{hosts} hosts: no-change re-runs")
+    again = deploy_n(bed.inventory_docker, f"rerun-{hosts}h", reruns)
+    return {"hosts": hosts, "fresh": fresh, "rerun": again}
+
+
+def new_bed(clients: int) -> tb.Bed:
+    """Fresh containers; one retry (a node booting on a loaded machine can time out)."""
+    try:
+        return tb.up(clients=clients, fresh=True)
+    except tb.TestbedError as e:
+        progress(f"test bed not up ({str(e)[:200]}); retrying once")
+        return tb.up(clients=clients, fresh=True)
+
+
+def add_member(bed: tb.Bed) -> Run:
+    progress(f"add {NEW_MEMBER}: new container")
+    bed = tb.add(NEW_MEMBER, "etcd")
+    progress(f"add {NEW_MEMBER}: deploy --limit @docker/{bed.container(NEW_MEMBER)}")
+    limit = f"@docker/{bed.container(NEW_MEMBER)}"
+    return deploy_n(bed.inventory_docker, "add-member", 1, "--limit", limit, quiet_change=True)[0]
+
+
+def _sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+def issuance_burst(bed: tb.Bed, per_host: int, mint_only: bool) -> dict[str, Any]:
+    """Mint `per_host` tokens per host on the CA and redeem them on BURST_HOSTS at once.
+
+    Each host gets one pipeline `docker exec CA mint | docker exec -i HOST issue`; all
+    pipelines start together. Returns elapsed seconds and certificates per second.
+    """
+    s = SETTINGS
+    ca_node = bed.group(tb.GROUP_CERT_MANAGERS)[0].name
+    ca_url = f"https://{bed.ip(ca_node)}:{s['ca_port']}"
+    tag = f"bench{int(time.time())}"
+    procs = []
+    start = time.monotonic()
+    for host in BURST_HOSTS:
+        subject = f"{tag}-{host}-$i"
+        mint = (
+            f"set -e; for i in $(seq 1 {per_host}); do STEPPATH={s['ca_dir']} "
+            f"{s['bin_dir']}/step ca token {subject} --san {subject} "
+            f"--provisioner {s['ca_provisioner']} "
+            f"--provisioner-password-file {s['ca_dir']}/secrets/provisioner_password "
+            f"--ca-url {ca_url} --root {s['ca_dir']}/certs/root_ca.crt 2>/dev/null; done"
+            + (" >/dev/null" if mint_only else "")
+        )
+        minter = subprocess.Popen(
+            ["docker", "exec", bed.container(ca_node), *_sh(mint)],
+            stdout=subprocess.DEVNULL if mint_only else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        redeemer = None
+        if not mint_only:
+            issue = (
+                "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; i=0; "
+                "while read -r token; do i=$((i+1)); "
+                f"STEPPATH={s['step_dir']} {s['bin_dir']}/step ca certificate {subject} "
+                f'"$d/$i.crt" "$d/$i.key" --token "$token" --kty EC --curve P-256 '
+                f"--ca-url {ca_url} --root {s['ssl_dir']}/root_ca.crt --force >/dev/null; "
+                'done; echo "issued $i"'
+            )
+            redeemer = subprocess.Popen(
+                ["docker", "exec", "-i", bed.container(host), *_sh(issue)],
+                stdin=minter.stdout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            minter.stdout.close()  # the pipe now belongs to the redeemer only
+        procs.append((host, minter, redeemer))
+    issued = 0
+    problems = []
+    for host, minter, redeemer in procs:
+        if redeemer is not None:
+            out, err = redeemer.communicate(timeout=600)
+            match = re.search(rb"issued (\d+)", out)
+            issued += int(match.group(1)) if match else 0
+            if redeemer.returncode != 0:
+                problems.append(f"{host}: step ca certificate failed: {err.decode()[-300:]}")
+        _, err = minter.communicate(timeout=600)
+        if minter.returncode != 0:
+            problems.append(f"{host}: step ca token failed: {err.decode()[-300:]}")
+    elapsed = time.monotonic() - start
+    if problems:
+        raise BenchError("issuance burst: " + "; ".join(problems))
+    count = per_host * len(BURST_HOSTS)
+    if not mint_only and issued != count:
+        raise BenchError(f"issuance burst: {issued} certificates issued, expected {count}")
+    return {"count": count, "seconds": elapsed, "per_second": count / elapsed}
+
+
+def issuance(bed: tb.Bed, runs: int, per_host: int) -> dict[str, Any]:
+    bursts, mints = [], []
+    for i in range(1, runs + 1):
+        mint = issuance_burst(bed, per_host, mint_only=True)
+        burst = issuance_burst(bed, per_host, mint_only=False)
+        progress(
+            f"  burst {i}/{runs}: {burst['count']} token+certificate in {burst['seconds']:.1f} s "
+            f"= {burst['per_second']:.1f}/s (minting alone {mint['per_second']:.1f} tokens/s)"
+        )
+        bursts.append(burst)
+        mints.append(mint)
+    return {
+        "hosts": list(BURST_HOSTS),
+        "per_host": per_host,
+        "bursts": bursts,
+        "mint_only": mints,
+        "per_second": median([b["per_second"] for b in bursts]),
+        "mint_per_second": median([m["per_second"] for m in mints]),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+
+def commands_text(run: Run) -> str:
+    counts = run.commands
+    if len(counts) <= 5:
+        return ", ".join(f"{n} {c}" for n, c in counts.items())
+    values = sorted(counts.values())
+    top = max(counts, key=counts.get)
+    return f"max {values[-1]} ({top}), median {median(values):.0f}, min {values[0]}"
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def where_time_goes(run: Run, top: int = 8) -> list[str]:
+    """Stage split, slowest operations, and command time by fact/operation for one run."""
+    lines = []
+    st = run.stages
+    if {"Prepare", "Execute", "Disconnect"} <= st.keys():
+        prepare, execute = st["Execute"] - st["Prepare"], st["Disconnect"] - st["Execute"]
+        lines.append(
+            f"  stages: start-up+connect {st['Prepare']:.1f} s, prepare {prepare:.1f} s, "
+            f"execute {execute:.1f} s"
+        )
+    ops = sorted((r for r in run.records if r["k"] == "op"), key=lambda r: -r["d"])
+    lines.append(f"  slowest operations (wall, all hosts; {len(ops)} operations):")
+    for r in ops[:top]:
+        name = r["op"].split(", ")[0]
+        lines.append(f"    {r['d']:6.2f} s  {name[:90]}")
+    by_kind: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for r in run.records:
+        if r["k"] in ("cmd", "put", "get"):
+            what = f"fact {r['fact']}" if r["fact"] else "operation command"
+            by_kind[(r["stage"], what)].append(r["d"])
+    lines.append("  host commands by kind (count, summed time over hosts):")
+    for (stage, what), ds in sorted(by_kind.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        lines.append(f"    {len(ds):4d}  {sum(ds):6.2f} s  {stage:8s} {what}")
+    return lines
+
+
+def report(results: dict[str, Any]) -> str:
+    base = results["base"]
+    f4 = median([r.wall for r in base["fresh"]])
+    r4 = median([r.wall for r in base["rerun"]])
+    rows = [
+        "| Scenario | Hosts | Runs | Wall time (median) | vs 4 hosts | Commands per host "
+        "| Target |",
+        "|---|---|---|---|---|---|---|",
+        f"| fresh deploy | 4 | {len(base['fresh'])} | {f4:.1f} s | 1.00 | "
+        f"{commands_text(base['fresh'][-1])} "
+        f"| < {TARGET_FRESH_4:.0f} s {mark(f4 < TARGET_FRESH_4)} |",
+    ]
+    last = base["rerun"][-1]
+    most = max(max(r.commands.values()) for r in base["rerun"])
+    rows.append(
+        f"| no-change re-run | 4 | {len(base['rerun'])} | {r4:.1f} s | 1.00 | "
+        f"{commands_text(last)} | < {TARGET_RERUN_4:.0f} s {mark(r4 < TARGET_RERUN_4)}, "
+        f"<= {TARGET_COMMANDS} cmds {mark(most <= TARGET_COMMANDS)} |"
+    )
+    if results.get("add"):
+        add = results["add"]
+        rows.append(
+            f"| add {NEW_MEMBER} (--limit) | 1 of 5 | 1 | {add.wall:.1f} s | - | "
+            f"{commands_text(add)} | - |"
+        )
+    for scale in results["scaling"]:
+        hosts = scale["hosts"]
+        fs = median([r.wall for r in scale["fresh"]])
+        rs = median([r.wall for r in scale["rerun"]])
+        most = max(max(r.commands.values()) for r in scale["rerun"])
+        rows.append(
+            f"| fresh deploy | {hosts} | {len(scale['fresh'])} | {fs:.1f} s | {fs / f4:.2f} | "
+            f"{commands_text(scale['fresh'][-1])} | "
+            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(fs / f4 <= TARGET_SCALE_RATIO)} |"
+        )
+        rows.append(
+            f"| no-change re-run | {hosts} | {len(scale['rerun'])} | {rs:.1f} s | {rs / r4:.2f} | "
+            f"{commands_text(scale['rerun'][-1])} | "
+            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(rs / r4 <= TARGET_SCALE_RATIO)}, "
+            f"<= {TARGET_COMMANDS} cmds {mark(most <= TARGET_COMMANDS)} |"
+        )
+    if results.get("issuance"):
+        iss = results["issuance"]
+        per = iss["per_host"]
+        rows.append(
+            f"| step-ca issuance: {per} token+cert per host, {len(iss['hosts'])} hosts at once | "
+            f"{len(iss['hosts'])} | {len(iss['bursts'])} | {iss['per_second']:.1f} cert/s "
+            f"(tokens alone {iss['mint_per_second']:.1f}/s) | - | - | - |"
+        )
+    out = ["", *rows, "", "Where the time goes, last no-change re-run of 4 hosts:"]
+    out += where_time_goes(last)
+    out.append("Where the time goes, last fresh deploy of 4 hosts:")
+    out += where_time_goes(base["fresh"][-1])
+    return "\n".join(out)
+
+
+def to_json(results: dict[str, Any]) -> dict[str, Any]:
+    def conv(value):
+        if isinstance(value, Run):
+            return value.summary()
+        if isinstance(value, dict):
+            return {k: conv(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [conv(v) for v in value]
+        return value
+
+    return conv(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, no 27-host case")
+    parser.add_argument("--json", metavar="FILE", help="write all results as JSON to FILE")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument("--fresh-runs", type=int, help="fresh 4-host deploys (3; quick 1)")
+    parser.add_argument("--reruns", type=int, help="re-runs per size (5; quick 3)")
+    parser.add_argument("--issuance-runs", type=int, help="issuance bursts (3; quick 1)")
+    parser.add_argument("--per-host", type=int, default=20, help="certificates per host (20)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    fresh_runs = args.fresh_runs or (1 if quick else 3)
+    reruns = args.reruns or (3 if quick else 5)
+    scale_reruns = max(1, min(reruns, 2 if quick else 3))
+    issuance_runs = args.issuance_runs or (1 if quick else 3)
+    client_counts = (7,) if quick else (7, 23)  # + app-server: 8 and 24 clients
+
+    progress(
+        f"instance {tb.BED.name!r} (containers {tb.BED.prefix}...), logs in {log_dir()}; "
+        f"{'quick' if quick else 'full'} run"
+    )
+    results: dict[str, Any] = {
+        "instance": tb.BED.name,
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "scaling": [],
+    }
+    try:
+        results["base"] = fresh_and_reruns(0, fresh_runs, reruns)
+        progress(
+            f"issuance: {args.per_host} token+certificate per host from {len(BURST_HOSTS)} hosts"
+        )
+        results["issuance"] = issuance(tb.bed(), issuance_runs, args.per_host)
+        results["add"] = add_member(tb.bed())
+        for clients in client_counts:
+            results["scaling"].append(fresh_and_reruns(clients, 1, scale_reruns))
+    finally:
+        results["load_after"] = os.getloadavg()
+        if args.json:
+            Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")
+            progress(f"results written to {args.json}")
+        if not args.keep:
+            progress("removing the bench containers (--keep leaves them)")
+            tb.down()
+    print(report(results))
+    print(
+        f"\nload average before {results['load_before'][0]:.1f}, after "
+        f"{results['load_after'][0]:.1f} on {results['cpus']} CPUs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BenchError, tb.TestbedError) as e:
+        progress(f"FAILED: {e}")
+        sys.exit(1)
