@@ -28,7 +28,7 @@ The same log gives the "where the time goes" breakdown printed after the table.
 
 The bed instance is `$ETCD_PKI_BED`, or `bench` when unset (never the default bed: the
 benchmark recreates containers). Containers are removed at the end unless `--keep`.
-Logs of every run: .testbed/<instance>/bench/. Timings are for this machine and load;
+Logs of every run: .testbed/bench-logs/<instance>/. Timings are for this machine and load;
 they belong here, never in tests.
 """
 
@@ -83,7 +83,9 @@ def median(values: list[float]) -> float:
 
 
 def log_dir() -> Path:
-    path = tb.state_dir() / "bench"
+    """.testbed/bench-logs/<instance>/: outside the instance's state dir, which `down`
+    removes (not a valid instance name, so no bed ever uses it)."""
+    path = tb.STATE_ROOT / "bench-logs" / (tb.BED.name or "default")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
