@@ -684,9 +684,27 @@ def ensure_binaries() -> dict[str, Path]:
     return binaries
 
 
+# Every container's systemd takes inotify instances from the host's per-user pool
+# (default 128): with a few beds up, path units fail at boot and systemd says
+# "degraded". Raise the limits (never lower them).
+INOTIFY_LIMITS = {"max_user_instances": 8192, "max_user_watches": 1048576}
+
+
+def raise_inotify_limits() -> None:
+    """Raise fs.inotify limits on the host so many systemd containers can boot."""
+    for name, wanted in INOTIFY_LIMITS.items():
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            if int(path.read_text()) < wanted:
+                path.write_text(str(wanted))
+        except OSError as e:
+            log(f"cannot raise fs.inotify.{name} ({e}); containers may boot degraded")
+
+
 def prepare() -> None:
     """Everything but containers: docker engine, node image, binaries, release tree."""
     with cache_lock():
+        raise_inotify_limits()
         ensure_docker()
         ensure_binaries()
         ensure_image()
@@ -893,6 +911,12 @@ def container_is_current(info: dict[str, Any], node: Node, image_id: str) -> boo
     )
 
 
+def is_degraded(container: str) -> bool:
+    """True if systemd in a running container finished booting with failed units."""
+    state = docker("exec", container, "systemctl", "is-system-running", check=False)
+    return state.stdout.strip() == "degraded"
+
+
 def start_container(node: Node) -> None:
     """``docker run`` one node with systemd as PID 1 (flags per the design notes)."""
     log(f"starting {node.container} ({node.ip})")
@@ -1013,7 +1037,11 @@ def converge(nodes: Sequence[Node], *, prune: bool) -> None:
     kept = set()
     for info in inspect_containers():
         name = node_from_inspect(info).name
-        if name in wanted and container_is_current(info, wanted[name], image_id):
+        if (
+            name in wanted
+            and container_is_current(info, wanted[name], image_id)
+            and not is_degraded(info["Id"])
+        ):
             kept.add(name)
         elif name in wanted or prune:
             log(f"removing container {info['Name'].lstrip('/')}")

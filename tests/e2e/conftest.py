@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -21,6 +22,7 @@ class Run:
 
     rc: int
     output: str
+    tmpdir: Path | None = None
 
     @property
     def totals(self) -> tuple[int, int, int, int]:
@@ -43,8 +45,8 @@ class Run:
         return rows
 
 
-def deploy(inventory, *args: str, deploy_file: str = "deploy.py") -> Run:
-    result = tb.run_pyinfra(inventory, deploy_file, *args)
+def deploy(inventory, *args: str, deploy_file: str = "deploy.py", env=None) -> Run:
+    result = tb.run_pyinfra(inventory, deploy_file, *args, env=env)
     return Run(result.returncode, result.stdout + result.stderr)
 
 
@@ -83,10 +85,16 @@ def etcdctl(host: str, cert: str, *args: str, endpoints: str | None = None) -> t
 
 
 @pytest.fixture(scope="module")
-def fresh_cluster(testbed):
-    """A brand-new bed (containers recreated) with the deploy run once at -vv."""
+def fresh_cluster(testbed, tmp_path_factory):
+    """A brand-new bed (containers recreated) with the deploy run once at -vv.
+
+    The controller's temp directory for that run is a fresh one (``first.tmpdir``), so
+    a test can check everything pyinfra wrote there.
+    """
     bed = tb.up(fresh=True)
-    first = deploy(bed.inventory_docker, "-vv")
+    tmpdir = tmp_path_factory.mktemp("controller-tmp")
+    first = deploy(bed.inventory_docker, "-vv", env={"TMPDIR": str(tmpdir)})
+    first.tmpdir = tmpdir
     return bed, first
 
 

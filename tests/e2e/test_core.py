@@ -7,7 +7,6 @@ containers with openssl, etcdctl and file stats, not through the deploy's own co
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -128,17 +127,21 @@ def test_no_secret_in_output_or_on_the_controller(fresh_cluster):
     assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", first.output)
     # -vv printed the commands, so a token on a command line would have been caught.
     assert '--token "$token"' in first.output
-    # Nothing private was left in the controller's temp directories during the run.
-    for tmp in {Path(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp")}:
-        for path in tmp.rglob("*"):
-            try:
-                if not path.is_file() or path.stat().st_mtime < STARTED - 60:
-                    continue
-                text = path.read_bytes()[:1_000_000]
-            except OSError:
-                continue
-            assert not PEM_KEY.search(text), path
-            assert not any(p.encode() in text for p in passwords), path
+    # Nothing private was written to the controller's temp directory (TMPDIR of the run)
+    # or into the repository.
+    written = [p for p in first.tmpdir.rglob("*") if p.is_file()]
+    repo = Path(tb.REPO_ROOT)
+    written += [
+        p
+        for p in repo.rglob("*")
+        if p.is_file()
+        and not {".venv", ".git", ".testbed", "__pycache__"} & set(p.relative_to(repo).parts)
+        and p.stat().st_mtime >= STARTED
+    ]
+    for path in written:
+        text = path.read_bytes()
+        assert not PEM_KEY.search(text), path
+        assert not any(p.encode() in text for p in passwords), path
 
 
 def test_etcd_cluster_is_healthy_and_serves_app_server_on_every_member(fresh_cluster):
@@ -220,3 +223,28 @@ def test_changed_sans_reissue_exactly_that_hosts_certificates(fresh_cluster):
     assert "etcd3.example.com" in out
     again = deploy(inventory)
     assert again.rc == 0 and again.changed == 0, again.changed_operations()
+
+
+def test_changed_lifetimes_update_the_ca_claims_without_reissuing(fresh_cluster):
+    bed, _ = fresh_cluster
+    claims = 'grep -o \'"maxTLSCertDuration": *"[^"]*"\' /etc/step-ca/config/ca.json'
+    before = {h: file_digests(h) for h in ALL_HOSTS}
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_max.py", data={"cert_lifetime_max": "30000h"}
+    )
+    run = deploy(inventory)
+    assert run.rc == 0, run.output[-3000:]
+    assert "30000h0m0s" in sh("etcd-k8s-1", claims)
+    assert sh("etcd-k8s-1", "systemctl is-active step-ca").strip() == "active"
+    assert "ok" in sh(
+        "etcd-k8s-1",
+        f"/opt/bin/step ca health --ca-url https://{bed.ip('etcd-k8s-1')}:9000 "
+        "--root /etc/step-ca/certs/root_ca.crt",
+    )
+    for host in ALL_HOSTS:
+        assert file_digests(host) == before[host], host
+    again = deploy(inventory)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+    back = deploy(bed.inventory_docker)
+    assert back.rc == 0, back.output[-3000:]
+    assert "26280h0m0s" in sh("etcd-k8s-1", claims)
