@@ -90,7 +90,10 @@ def install_step() -> None:
     for binary, version in missing.items():
         artefact = Artefact(binary, version, arch)
         pins = s.step_sha256 if binary == "step" else s.step_ca_sha256
-        sha256 = expected_sha256(base, tuple(sorted(pins.items())), artefact)
+        try:
+            sha256 = expected_sha256(base, tuple(sorted(pins.items())), artefact)
+        except PyinfraError as e:
+            raise PyinfraError(f"host {me.name}: {e}") from None
         tarball = f"{DOWNLOAD_DIR}/{artefact.tarball}"
         if s.install_source == "controller":
             files.put(
