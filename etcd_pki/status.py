@@ -168,18 +168,31 @@ def _roles(hp: HostPlan) -> str:
     return ", ".join(roles)
 
 
-def render_table(plan: ClusterPlan, rows: Sequence[CertRow], unreachable: dict[str, str]) -> str:
-    """Plain-text table per host, for a terminal (no colour, fits 120 columns)."""
-    headers = (
-        "CERT",
-        "SUBJECT",
-        "SERIAL",
-        "NOT AFTER (UTC)",
-        "LEFT",
-        "USED",
-        "NEXT CHECK",
-        "STATE",
+def _cells(r: CertRow) -> tuple[str, ...]:
+    return (
+        r.kind,
+        r.subject or "-",
+        r.serial or "-",
+        _when(r.not_after),
+        left_text(r.days_left),
+        f"{r.used_percent:.1f}%" if r.used_percent is not None else "-",
+        _when(r.next_run),
+        r.state,
     )
+
+
+TABLE_HEADERS = ("CERT", "SUBJECT", "SERIAL", "NOT AFTER (UTC)", "LEFT", "USED", "NEXT CHECK")
+
+
+def render_table(plan: ClusterPlan, rows: Sequence[CertRow], unreachable: dict[str, str]) -> str:
+    """Plain-text table per host, for a terminal (no colour); columns line up across
+    hosts. SANs and problems go on indented lines below their certificate."""
+    headers = (*TABLE_HEADERS, "STATE")
+    cells = {id(r): _cells(r) for r in rows}
+    widths = [max([len(h)] + [len(c[i]) for c in cells.values()]) for i, h in enumerate(headers)]
+    right = {4, 5}  # numbers
+    fmt = "  ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
+    indent = " " * (widths[0] + 4)
     lines: list[str] = []
     for name, hp in plan.hosts.items():
         mine = [r for r in rows if r.host == name]
@@ -187,32 +200,13 @@ def render_table(plan: ClusterPlan, rows: Sequence[CertRow], unreachable: dict[s
             continue
         lines.append(f"{name} ({_roles(hp)}, {hp.address})")
         if name in unreachable:
-            lines.append(f"  not read: {unreachable[name]}")
-            lines.append("")
+            lines += [f"  not read: {unreachable[name]}", ""]
             continue
-        cells = [
-            (
-                r.kind,
-                r.subject or "-",
-                r.serial or "-",
-                _when(r.not_after),
-                left_text(r.days_left),
-                f"{r.used_percent:.1f}%" if r.used_percent is not None else "-",
-                _when(r.next_run),
-                r.state,
-            )
-            for r in mine
-        ]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        right = {4, 5}  # numbers
-        fmt = "  ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
         lines.append("  " + fmt.format(*headers).rstrip())
-        for r, c in zip(mine, cells, strict=True):
-            lines.append("  " + fmt.format(*c).rstrip())
-            indent = " " * (widths[0] + 4)
+        for r in mine:
+            lines.append("  " + fmt.format(*cells[id(r)]).rstrip())
             lines.append(f"{indent}SANs: {', '.join(r.sans) or '-'}")
-            for problem in r.problems:
-                lines.append(f"{indent}! {problem}")
+            lines += [f"{indent}! {problem}" for problem in r.problems]
         lines.append("")
     counts = {s: sum(r.state == s for r in rows) for s in STATES}
     lines.append(

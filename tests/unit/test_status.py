@@ -117,7 +117,7 @@ def test_html_is_self_contained_and_has_a_bar_per_certificate(plan, ca):
     rows = rows_for(plan, ca, **{"app-server": obs})
     html = render_html(report_data(plan, rows, {}, NOW, root_info(ca.root_pem)))
     assert html.count('class="bar"') == 10
-    assert 'style="width: 80.0%"' in html and 'style="left: 66%"' in html
+    assert 'style="width: 80.0%; min-width: 3px"' in html and 'style="left: 66%"' in html
     assert not re.search(r"<(script|link|img)\b", html)
     assert not re.search(r"(src|href)=", html)
     assert "url(" not in html
