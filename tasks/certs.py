@@ -11,6 +11,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.files import FindDirectories
 from pyinfra.operations import files, python, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
@@ -79,6 +80,13 @@ def issue_certificates() -> None:
     if not me.certs:
         return
     s = me.settings
+    # A host that died during an issuance keeps the temp dir with the new key in it (the
+    # shell's trap never ran); only this task writes .issue-* directories.
+    stale = host.get_fact(FindDirectories, path=s.ssl_dir, fname=".issue-*", maxdepth=1) or []
+    for path in stale:
+        files.directory(
+            name=f"Remove {path} (left by an interrupted issuance)", path=path, present=False
+        )
     todo: dict[str, list] = {}
 
     def check() -> bool:
