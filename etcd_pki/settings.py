@@ -13,6 +13,8 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
+from .redundancy import recipient_problems
+
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -97,6 +99,8 @@ class Settings:
     etcd_version: str
     etcd_release_url: str
     etcd_sha256: dict[str, str]
+    backup_recipients: list[str]
+    backup_dir: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -221,6 +225,9 @@ def _check(v: dict[str, Any]) -> list[str]:
             out.append(f"`{name}` must be a list of DNS names / IPs")
     if v["dns_domain"] and not _is_dns_name(str(v["dns_domain"])):
         out.append(f"`dns_domain` = {v['dns_domain']!r} is not a valid DNS name")
+    out.extend(recipient_problems(v["backup_recipients"]))
+    if not isinstance(v["backup_dir"], str) or not v["backup_dir"].strip():
+        out.append("`backup_dir` must name a directory on the controller")
     return out
 
 

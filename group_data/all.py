@@ -61,6 +61,21 @@ step_dir = "/etc/step"
 install_root_in_trust_store = False
 
 # ---------------------------------------------------------------------------
+# CA redundancy: standbys, backups (README: failover, backup and restore)
+# ---------------------------------------------------------------------------
+
+# Standbys are the other hosts of group `etcd_cert_managers`: the deploy copies the CA
+# material to each one encrypted with age to a key made on the standby for that one
+# transfer; step-ca is installed there but not running.
+# age public keys (`age1...`, from `age-keygen -y KEYFILE`) that `backup.py` encrypts
+# the CA backup to. Keep the matching identities (private keys) offline; `restore.py`
+# needs one of them. Empty: backup.py refuses to run.
+backup_recipients: list[str] = []
+# Directory on the controller that receives the encrypted backups (timestamped names).
+# A relative path is relative to this repository (git-ignored).
+backup_dir = "backups"
+
+# ---------------------------------------------------------------------------
 # Leaf certificates
 # ---------------------------------------------------------------------------
 

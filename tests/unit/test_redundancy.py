@@ -1,0 +1,246 @@
+"""Pure helpers of CA redundancy: settings, identity parsing, and the shell fragments
+run against real files (sh, awk, sed, tar, sha256sum of this machine)."""
+
+from __future__ import annotations
+
+import grp
+import io
+import json
+import os
+import pwd
+import subprocess
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from etcd_pki.plan import build_plan
+from etcd_pki.redundancy import (
+    backup_filename,
+    defaults_ca_url,
+    digest_command,
+    dns_names_fact_command,
+    encrypt_command,
+    identity_lines,
+    install_material_script,
+    is_age_file,
+    parse_digests,
+    parse_dns_names,
+    recipient_problems,
+    set_ca_url_command,
+    set_dns_names_command,
+)
+from etcd_pki.settings import ConfigError
+from tests.agekeys import generate
+
+from .conftest import seed_hosts
+
+# The layout step writes (Go's json.MarshalIndent with tabs); the key is not a real one.
+CA_JSON = """{
+\t"root": "/etc/step-ca/certs/root_ca.crt",
+\t"address": ":9000",
+\t"dnsNames": [
+\t\t"etcd-k8s-1",
+\t\t"etcd-k8s-1.local",
+\t\t"10.0.1.10"
+\t],
+\t"authority": {
+\t\t"provisioners": [
+\t\t\t{
+\t\t\t\t"type": "JWK",
+\t\t\t\t"encryptedKey": "eyJhbGciOiJQQkVTMi1IUzI1NitBMTI4S1ciLCJlbmMiOiJBMTI4R0NNIn0.SECRET",
+\t\t\t\t"options": {"x509": {"dnsNames": ["not-this-one"]}}
+\t\t\t}
+\t\t]
+\t}
+}
+"""
+MATERIAL = ("config/ca.json", "certs/root_ca.crt", "secrets/password")
+
+
+def sh(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, cwd=cwd)
+
+
+# --- settings ---------------------------------------------------------------------
+
+
+def test_recipients_are_validated_with_a_clear_message(defaults):
+    _, recipient = generate()
+    assert recipient_problems([recipient]) == []
+    assert recipient_problems([]) == []
+    problems = recipient_problems(["age1tooshort", recipient, recipient])
+    assert "`backup_recipients` entry 'age1tooshort' is not an age public key" in problems[0]
+    assert "same key twice" in problems[1]
+    assert recipient_problems("age1...") == [
+        "`backup_recipients` must be a list of age public keys (age1...)"
+    ]
+    # A secret key pasted by mistake is refused without being echoed in full.
+    identity, _ = generate()
+    (problem,) = recipient_problems([identity])
+    assert "SECRET key" in problem and identity[15:] not in problem
+    hosts = seed_hosts(defaults, **{"etcd-k8s-1": {"backup_recipients": ["ssh-rsa AAAA"]}})
+    with pytest.raises(ConfigError, match="host etcd-k8s-1: `backup_recipients` entry"):
+        build_plan(hosts)
+
+
+def test_backup_dir_must_be_named(defaults):
+    with pytest.raises(ConfigError, match="`backup_dir` must name a directory"):
+        build_plan(seed_hosts(defaults, **{"etcd-k8s-2": {"backup_dir": " "}}))
+
+
+def test_identity_lines():
+    identity, _ = generate()
+    text = f"# created: 2025-01-01\n# public key: age1...\n{identity}\n\n"
+    assert identity_lines(text) == [identity]
+    with pytest.raises(ValueError, match="no age identity"):
+        identity_lines("# only a comment\n")
+    with pytest.raises(ValueError, match="line 2 is neither") as error:
+        identity_lines(f"{identity}\n{identity[:-3]}xyz\n")
+    assert identity[:20] not in str(error.value)
+
+
+def test_is_age_file_and_backup_name():
+    assert is_age_file(b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl")
+    assert is_age_file(b"age-encryption.org/v1\n-> X25519 abc\n")
+    assert not is_age_file(b"-----BEGIN PRIVATE KEY-----\n")
+    when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert backup_filename("etcd default ca", "etcd-k8s-2", when) == (
+        "etcd-default-ca_etcd-k8s-2_20250304T050607Z.tar.age"
+    )
+
+
+# --- ca.json and defaults.json edits ----------------------------------------------
+
+
+def test_dns_names_are_rewritten_in_place_keeping_everything_else(tmp_path):
+    ca_json = tmp_path / "ca.json"
+    ca_json.write_text(CA_JSON)
+    ca_json.chmod(0o640)
+    names = ["etcd-k8s-2", "etcd-k8s-2.local", "10.0.1.11", "localhost", "127.0.0.1"]
+    result = sh(set_dns_names_command(str(ca_json), names))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(ca_json.read_text())
+    assert data["dnsNames"] == names
+    # Only the top-level array changed; the rest is byte-identical.
+    before, after = json.loads(CA_JSON), data
+    before.pop("dnsNames"), after.pop("dnsNames")
+    assert before == after
+    assert oct(ca_json.stat().st_mode & 0o777) == "0o640"
+    assert not list(tmp_path.glob("ca.json.*")), "temporary file left behind"
+
+
+def test_dns_names_one_line_form_and_missing_array(tmp_path):
+    ca_json = tmp_path / "ca.json"
+    ca_json.write_text('{"address": ":9000", "dnsNames": ["a", "b"], "x": 1}\n')
+    assert sh(set_dns_names_command(str(ca_json), ["c"])).returncode == 0
+    assert json.loads(ca_json.read_text()) == {"address": ":9000", "dnsNames": ["c"], "x": 1}
+    ca_json.write_text('{"address": ":9000"}\n')
+    result = sh(set_dns_names_command(str(ca_json), ["c"]))
+    assert result.returncode == 3
+    assert ca_json.read_text() == '{"address": ":9000"}\n'
+    with pytest.raises(ValueError):
+        set_dns_names_command(str(ca_json), ['x"; rm -rf /'])
+
+
+def test_dns_names_fact_reads_only_that_array(tmp_path):
+    ca_json = tmp_path / "ca.json"
+    ca_json.write_text(CA_JSON)
+    out = sh(dns_names_fact_command(str(ca_json))).stdout
+    assert "SECRET" not in out and "encryptedKey" not in out
+    assert parse_dns_names(out.splitlines()) == ["etcd-k8s-1", "etcd-k8s-1.local", "10.0.1.10"]
+    missing = sh(dns_names_fact_command(str(tmp_path / "none.json"))).stdout
+    assert parse_dns_names(missing.splitlines()) is None
+
+
+def test_ca_url_is_rewritten(tmp_path):
+    defaults = tmp_path / "defaults.json"
+    defaults.write_text(
+        '{\n\t"ca-url": "https://10.0.1.10:9000",\n\t"fingerprint": "ab",\n'
+        '\t"root": "/etc/step-ca/certs/root_ca.crt"\n}'
+    )
+    result = sh(set_ca_url_command(str(defaults), "https://10.0.1.11:9000"))
+    assert result.returncode == 0, result.stderr
+    assert defaults_ca_url(defaults.read_text()) == "https://10.0.1.11:9000"
+    assert json.loads(defaults.read_text())["fingerprint"] == "ab"
+    assert defaults_ca_url("not json") is None and defaults_ca_url(None) is None
+
+
+# --- material: hashes, archive, install ------------------------------------------
+
+
+def _material(root: Path, password: str = "pw") -> None:
+    for path, text in zip(MATERIAL, ("{}", "ROOT", password), strict=True):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
+def test_digests_compare_names_and_contents(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _material(a)
+    _material(b)
+    digest_a = parse_digests(sh(digest_command(str(a), MATERIAL)).stdout)
+    assert digest_a == parse_digests(sh(digest_command(str(b), MATERIAL)).stdout)
+    (b / "secrets/password").write_text("other")
+    digest_b = parse_digests(sh(digest_command(str(b), MATERIAL)).stdout)
+    assert digest_b[0] != digest_a[0] and digest_b[1] == digest_a[1]
+    (b / "secrets/password").unlink()
+    assert parse_digests(sh(digest_command(str(b), MATERIAL)).stdout)[0] not in digest_a
+    assert parse_digests(sh(digest_command(str(tmp_path / "none"), MATERIAL)).stdout) == (
+        "none",
+        "none",
+    )
+    # Only hashes come out, never the contents.
+    assert "pw" not in sh(digest_command(str(a), MATERIAL)).stdout
+
+
+def _fake_age(tmp_path: Path) -> dict[str, str]:
+    """An `age` that passes the plaintext through, to test the tar and error handling."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "age").write_text("#!/bin/sh\ncat\n")
+    (bin_dir / "age").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_encrypt_command_archives_exactly_the_material(tmp_path, monkeypatch):
+    ca = tmp_path / "ca"
+    _material(ca)
+    (ca / "db").mkdir()
+    (ca / "db" / "badger").write_text("per instance")
+    env = _fake_age(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cmd = encrypt_command(str(ca), MATERIAL, ["age1x"]).replace("/run/", f"{tmp_path}/")
+    result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+        assert sorted(tar.getnames()) == sorted(MATERIAL)
+    (ca / "secrets/password").unlink()
+    result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env, text=True)
+    assert result.returncode == 3
+    assert "secrets/password is missing" in result.stderr
+
+
+def test_install_script_sets_owner_and_mode_and_is_atomic(tmp_path):
+    source, ca = tmp_path / "t" / "m", tmp_path / "ca"
+    _material(source, password="new")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    files = [(p, user, group, m) for p, m in zip(MATERIAL, ("640", "644", "400"), strict=True)]
+    dirs = [("", user, group, "750")] + [
+        (d, user, group, "750") for d in ("config", "certs", "secrets", "db")
+    ]
+    script = f"set -e; t={tmp_path}/t; " + install_material_script(str(ca), files, dirs)
+    result = sh(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "installed"
+    assert (ca / "secrets/password").read_text() == "new"
+    assert oct((ca / "secrets/password").stat().st_mode & 0o777) == "0o400"
+    assert oct((ca / "config/ca.json").stat().st_mode & 0o777) == "0o640"
+    assert oct(ca.stat().st_mode & 0o777) == "0o750" and (ca / "db").is_dir()
+    assert not list(ca.rglob("*.restore-new"))
+    assert sh(script).stdout.strip() == "unchanged"
+    (source / "certs/root_ca.crt").unlink()
+    result = sh(script)
+    assert result.returncode == 4 and "the archive lacks certs/root_ca.crt" in result.stderr
