@@ -11,8 +11,10 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
+from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_names_command
 from etcd_pki.settings import Settings, parse_duration
-from facts.pki import CaClaims
+from facts.pki import CaClaims, PublicFile
+from facts.redundancy import CaDnsNames
 from tasks.common import get_plan, this_host
 
 # (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
@@ -95,6 +97,37 @@ def _owner(value: str, s: Settings) -> str:
     return s.ca_user if value == "CA" else value
 
 
+def ca_account(s: Settings) -> None:
+    """The system user and group step-ca runs as (also on standbys: they own its files)."""
+    server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
+    server.user(
+        name=f"CA user {s.ca_user}",
+        user=s.ca_user,
+        group=s.ca_user,
+        system=True,
+        home=s.ca_dir,
+        create_home=False,
+        ensure_home=False,
+        shell="/usr/sbin/nologin",
+    )
+
+
+def ca_permissions(s: Settings) -> None:
+    """Owner and mode of every CA file and directory (CA_FILES, CA_DIRS)."""
+    d = s.ca_dir
+    for path, owner, group, mode in CA_FILES:
+        files.file(
+            name=f"{d}/{path} {_owner(owner, s)}:{_owner(group, s)} {mode}",
+            path=f"{d}/{path}",
+            user=_owner(owner, s),
+            group=_owner(group, s),
+            mode=mode,
+            touch=False,
+        )
+    for path, owner, group, mode in CA_DIRS:
+        _directory(d, path, owner, group, mode, s)
+
+
 def _directory(ca_dir: str, path: str, owner: str, group: str, mode: str, s: Settings) -> None:
     full = f"{ca_dir}/{path}".rstrip("/")
     files.directory(
@@ -121,17 +154,7 @@ def init_ca() -> None:
     s = me.settings
     d = s.ca_dir
 
-    server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
-    server.user(
-        name=f"CA user {s.ca_user}",
-        user=s.ca_user,
-        group=s.ca_user,
-        system=True,
-        home=d,
-        create_home=False,
-        ensure_home=False,
-        shell="/usr/sbin/nologin",
-    )
+    ca_account(s)
     # Only the top and secrets/ before init: `step ca init` creates the rest.
     for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
         _directory(d, path, owner, group, mode, s)
@@ -155,9 +178,11 @@ def init_ca() -> None:
             commands=[init_command(plan, s)],
         )
         claims_changed = initialised
+        names_changed = None
     else:
         initialised = None
         claims_changed = None
+        names_changed = _converge_ca_names(plan, s)
         if not claims_match(claims, s):
             claims_changed = server.shell(
                 name=f"Set certificate lifetimes in ca.json (min {s.cert_lifetime_min}, "
@@ -165,17 +190,7 @@ def init_ca() -> None:
                 commands=[claims_command(s)],
             )
 
-    for path, owner, group, mode in CA_FILES:
-        files.file(
-            name=f"{d}/{path} {_owner(owner, s)}:{_owner(group, s)} {mode}",
-            path=f"{d}/{path}",
-            user=_owner(owner, s),
-            group=_owner(group, s),
-            mode=mode,
-            touch=False,
-        )
-    for path, owner, group, mode in CA_DIRS:
-        _directory(d, path, owner, group, mode, s)
+    ca_permissions(s)
 
     unit = files.template(
         name="step-ca systemd unit",
@@ -189,10 +204,10 @@ def init_ca() -> None:
     )
     systemd.daemon_reload(name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change)
     restarted = systemd.service(
-        name="Restart step-ca (unit changed)",
+        name="Restart step-ca (unit or its own TLS names changed)",
         service="step-ca.service",
         restarted=True,
-        _if=unit.did_change,
+        _if=any_changed(unit, *([names_changed] if names_changed else [])),
     )
     started = systemd.service(
         name="step-ca enabled and running",
@@ -217,3 +232,28 @@ def init_ca() -> None:
         ],
         _if=any_changed(*(op for op in (restarted, started, initialised, claims_changed) if op)),
     )
+
+
+def _converge_ca_names(plan: ClusterPlan, s: Settings):
+    """Make ca.json's `dnsNames` (step-ca's own TLS certificate, made at start) and the
+    CA's defaults.json `ca-url` match this host. They differ after a failover (the
+    material was copied from the previous active) or a change of `ca_extra_sans`.
+
+    Returns the operation that rewrites `dnsNames` (step-ca must restart), or None.
+    """
+    d = s.ca_dir
+    names = host.get_fact(CaDnsNames, ca_json=f"{d}/config/ca.json")
+    changed = None
+    if names is not None and set(names) != set(plan.ca_sans):
+        changed = server.shell(
+            name=f"ca.json dnsNames: {', '.join(plan.ca_sans)} (was {', '.join(names) or '-'})",
+            commands=[set_dns_names_command(f"{d}/config/ca.json", plan.ca_sans)],
+        )
+    defaults = f"{d}/config/defaults.json"
+    url = defaults_ca_url(host.get_fact(PublicFile, path=defaults))
+    if url is not None and url != plan.ca_url:
+        server.shell(
+            name=f"{defaults} ca-url: {plan.ca_url} (was {url})",
+            commands=[set_ca_url_command(defaults, plan.ca_url)],
+        )
+    return changed
