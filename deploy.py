@@ -4,7 +4,10 @@ Phases, in order, each one module in tasks/:
   validate the inventory            tasks/common.py (etcd_pki/plan.py)
   install step / step-ca            tasks/install.py
   install etcd (creates its user)   tasks/etcd.py
+  refuse a CA-less failover target  tasks/redundancy.py
+  age on cert-managers              tasks/redundancy.py
   step-ca on the active manager     tasks/ca.py
+  CA material on standbys           tasks/redundancy.py (encrypted end to end)
   trust the CA on every host        tasks/bootstrap.py
   issue certificates                tasks/certs.py
   renewal services and timers       tasks/renewal.py
@@ -18,15 +21,23 @@ from tasks.certs import issue_certificates
 from tasks.common import this_host
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
+from tasks.redundancy import check_ca_material, copy_ca_material, install_age, standby_ca
 from tasks.renewal import renewal_units
 
 me = this_host()  # validates the whole inventory first: bad input stops here
+check_ca_material()  # no second CA where the cluster already trusts one
 
 install_step()
 if me.is_etcd:
     install_etcd()
+if me.is_cert_manager:
+    install_age()
 if me.is_active_ca:
     init_ca()
+elif me.is_cert_manager:
+    standby_ca()
+if me.is_cert_manager:
+    copy_ca_material()  # one operation on all cert-managers: runs after init_ca
 trust_ca()
 issue_certificates()
 renewal_units()

@@ -1,0 +1,17 @@
+"""Encrypted backup of the CA: `pyinfra inventory.py backup.py`.
+
+On the active cert-manager, the CA material (ca.json, defaults.json, root and
+intermediate certificates and keys, password files) is archived and encrypted there
+with age to every key in `backup_recipients`; only the ciphertext comes back, into
+`backup_dir` on the controller as CA-NAME_NODE_YYYYMMDDTHHMMSSZ.tar.age (mode 0600).
+Other hosts are not touched. Restore with restore.py and one of the recipients'
+identities. step-ca's database (db/: issued-certificate records, revocations) is per
+instance and not included.
+"""
+
+from tasks.common import this_host
+from tasks.redundancy import take_backup
+
+me = this_host()
+if me.is_active_ca:
+    take_backup()

@@ -1,0 +1,408 @@
+"""CA redundancy: standby copies of the CA material, the failover check, encrypted
+backups and their restore. Why age (not gpg): see etcd_pki/redundancy.py.
+
+Only ciphertext and hashes cross the controller, and only in memory: the standby makes
+an age key pair for one transfer (in /run, a tmpfs), the controller reads its public
+key, the active CA encrypts a tar of the material to it, the controller hands the
+ciphertext to the standby on stdin, the standby decrypts and installs it with the same
+owners and modes as the active (CA_FILES), then deletes the key. Every remote command
+here runs with its output hidden; the operations that carry them have explicit names.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import Host, StringCommand, deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import File
+from pyinfra.operations import python, server, systemd
+
+from etcd_pki.certs import fingerprint, pem_blocks
+from etcd_pki.plan import HostPlan
+from etcd_pki.redundancy import (
+    AGE_RECIPIENT_RE,
+    ARMOR_BEGIN,
+    ARMOR_END,
+    NODE_TMP,
+    STDIN_SEPARATOR,
+    backup_filename,
+    digest_command,
+    encrypt_command,
+    identity_lines,
+    install_material_script,
+    is_age_file,
+    parse_digests,
+)
+from etcd_pki.settings import Settings
+from facts.pki import PublicFile
+from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions
+from tasks.common import get_plan, pyinfra_host, this_host
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AGE_PACKAGE = "age"
+MATERIAL = tuple(path for path, *_ in CA_FILES)
+
+
+def _real(value: str, s: Settings) -> str:
+    return s.ca_user if value == "CA" else value
+
+
+def _install_script(s: Settings) -> str:
+    files = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_FILES]
+    dirs = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_DIRS]
+    return install_material_script(s.ca_dir, files, dirs)
+
+
+def _connected(h: Host, reason: str) -> Host:
+    if not h.connected:
+        h.connect(reason=reason, raise_exceptions=True)
+    return h
+
+
+def _run(h: Host, command: str, what: str, stdin: str | None = None) -> str:
+    """Run ``command`` on ``h`` with nothing printed; its stdout, or PyinfraError."""
+    extra = {"_stdin": stdin} if stdin is not None else {}
+    ok, out = h.run_shell_command(StringCommand(command), print_output=False, **extra)
+    if not ok:
+        raise PyinfraError(f"{what} failed on {h.name}: {out.stderr.strip()[-400:]}")
+    return out.stdout
+
+
+def _digests(h: Host, s: Settings) -> tuple[str, str]:
+    return parse_digests(_run(h, digest_command(s.ca_dir, MATERIAL), "hashing the CA material"))
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@deploy("Install age")
+def install_age() -> None:
+    """Install Debian's `age` (cert-managers: encryption of the CA material).
+
+    .. code:: python
+
+        install_age()
+    """
+    if AGE_PACKAGE in (host.get_fact(DebPackages) or {}):
+        return
+    server.shell(
+        name=f"Install {AGE_PACKAGE} (encrypts the CA material for standbys and backups)",
+        commands=[
+            f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {AGE_PACKAGE} >/dev/null "
+            "2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+            f"apt-get install -y -qq {AGE_PACKAGE}; }}"
+        ],
+    )
+
+
+def check_ca_material() -> None:
+    """Refuse, before anything runs, to create a new CA where the cluster has one.
+
+    The active cert-manager without `config/ca.json` is either a brand-new cluster
+    (``step ca init`` follows) or a failover to a host that never received the
+    material; in the second case some host already trusts a root: stop there.
+    """
+    plan = get_plan()
+    me = this_host()
+    if not me.is_active_ca or host.get_fact(File, path=f"{me.settings.ca_dir}/config/ca.json"):
+        return
+    roots: dict[str, list[str]] = {}
+    for name, other in plan.hosts.items():
+        if not other.certs:
+            continue
+        pem = pyinfra_host(name).get_fact(PublicFile, path=f"{other.settings.ssl_dir}/root_ca.crt")
+        if pem:
+            try:
+                roots.setdefault(fingerprint(pem), []).append(name)
+            except ValueError:
+                roots.setdefault("unreadable", []).append(name)
+    if not roots:
+        return
+    trusted = "; ".join(f"root {fp} on {', '.join(names)}" for fp, names in roots.items())
+    raise PyinfraError(
+        f"{me.name} is the active cert-manager but has no CA material "
+        f"({me.settings.ca_dir}/config/ca.json), while the cluster already trusts a CA "
+        f"({trusted}). Refusing to create a second CA. Fail over only to a standby that "
+        f"received the material (group etcd_cert_managers, synced by an earlier deploy), or "
+        f"restore a backup onto {me.name} first: pyinfra INVENTORY restore.py "
+        "--data restore_from=BACKUP --data restore_identity_file=KEYFILE"
+    )
+
+
+@deploy("Standby cert-manager")
+def standby_ca() -> None:
+    """A standby keeps step-ca stopped and has the CA user that owns its files.
+
+    .. code:: python
+
+        standby_ca()
+    """
+    # A former active that is reachable again must not keep serving.
+    systemd.service(
+        name="step-ca stopped and disabled (standby)",
+        service="step-ca.service",
+        running=False,
+        enabled=False,
+    )
+    ca_account(this_host().settings)
+
+
+@deploy("CA material on standbys")
+def copy_ca_material() -> None:
+    """Keep an identical copy of the active CA's material on every standby.
+
+    Call it on every cert-manager, active included, from one place: the copy is then
+    one operation shared by all of them, which pyinfra runs only after every earlier
+    operation of the active (its `init_ca`) has run. It does nothing on the active.
+
+    .. code:: python
+
+        copy_ca_material()
+    """
+    plan = get_plan()
+    me: HostPlan = this_host()
+    s = me.settings
+    active = pyinfra_host(plan.active_ca)
+    state: dict[str, str] = {}
+
+    def needs_copy() -> bool:
+        if me.is_active_ca:
+            return False
+        _connected(active, "to compare the CA material with this standby")
+        want, want_root = _digests(active, s)
+        have, have_root = _digests(host, s)
+        if want_root == "none":
+            raise PyinfraError(f"the active cert-manager {plan.active_ca} has no CA material")
+        if have_root not in ("none", want_root):
+            raise PyinfraError(
+                f"standby {me.name} holds another CA (its {s.ca_dir}/certs/root_ca.crt differs "
+                f"from {plan.active_ca}'s). Refusing to overwrite it: move {s.ca_dir} aside on "
+                f"{me.name} if it is not needed, or take the host out of etcd_cert_managers"
+            )
+        state["want"] = want
+        return want != have
+
+    def copy() -> None:
+        tmp, recipient = "", ""
+        made = _run(
+            host,
+            f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-sync.XXXXXX); "
+            'age-keygen -o "$t/identity" 2>/dev/null; echo "$t"; age-keygen -y "$t/identity"',
+            "making a one-time age key",
+        ).split()
+        if len(made) == 2:
+            tmp, recipient = made
+        if not tmp.startswith(f"{NODE_TMP}/etcd-pki-sync.") or not AGE_RECIPIENT_RE.match(
+            recipient
+        ):
+            raise PyinfraError(f"unexpected answer from age-keygen on {me.name}")
+        try:
+            ciphertext = _run(
+                active,
+                encrypt_command(s.ca_dir, MATERIAL, [recipient]),
+                f"encrypting the CA material for {me.name}",
+            )
+            if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
+                raise PyinfraError(f"{plan.active_ca} did not return age ciphertext")
+            t = shlex.quote(tmp)
+            _run(
+                host,
+                f'set -e; umask 077; t={t}; mkdir "$t/m"; age -d -i "$t/identity" -o "$t/m.tar"; '
+                f'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
+                + _install_script(s),
+                "installing the CA material",
+                stdin=ciphertext,
+            )
+        finally:
+            host.run_shell_command(StringCommand(f"rm -rf {shlex.quote(tmp)}"))
+        have, _ = _digests(host, s)
+        if have != state["want"]:
+            raise PyinfraError(f"the CA material on {me.name} differs from {plan.active_ca}'s")
+        logger.info(f"{host.print_prefix}CA material copied from {plan.active_ca} (age-encrypted)")
+
+    python.call(
+        name=f"Copy the CA material from {plan.active_ca} to standbys "
+        "(age-encrypted to a one-time key of each)",
+        function=copy,
+        _if=needs_copy,
+    )
+    if not me.is_active_ca:
+        ca_permissions(s)
+
+
+def backup_dir(s: Settings) -> Path:
+    path = Path(os.path.expanduser(s.backup_dir))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+@deploy("Encrypted CA backup")
+def take_backup() -> None:
+    """Archive the CA material on the active cert-manager, encrypted there with age to
+    `backup_recipients`, and store the ciphertext in `backup_dir` on the controller.
+
+    .. code:: python
+
+        take_backup()
+    """
+    me = this_host()
+    s = me.settings
+    if not s.backup_recipients:
+        raise PyinfraError(
+            "backup.py: `backup_recipients` is empty; add the age public key(s) (age1..., "
+            "from `age-keygen -y KEYFILE`) the backups are encrypted to in group_data/all.py"
+        )
+    target = backup_dir(s)
+
+    def backup() -> None:
+        ciphertext = _run(
+            host,
+            encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients),
+            "encrypting the CA backup",
+        )
+        if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
+            raise PyinfraError(f"{me.name} did not return age ciphertext")
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = target / backup_filename(s.ca_name, me.name, datetime.now(UTC))
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=target)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(ciphertext.rstrip("\n") + "\n")
+            os.chmod(partial, 0o600)
+            os.replace(partial, path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        logger.info(f"{host.print_prefix}encrypted CA backup written to {path}")
+
+    install_age()
+    python.call(
+        name=f"Encrypted backup of the CA to {len(s.backup_recipients)} age recipient(s) "
+        f"into {target}",
+        function=backup,
+    )
+
+
+def _restore_inputs(data) -> tuple[Path, Path, bool]:
+    """Check `restore_from` and `restore_identity_file` on the controller (the identity is
+    read and validated, never printed)."""
+    source, identity = data.get("restore_from"), data.get("restore_identity_file")
+    if not source or not identity:
+        raise PyinfraError(
+            "restore.py needs --data restore_from=BACKUP_FILE and "
+            "--data restore_identity_file=AGE_IDENTITY_FILE (both on this controller)"
+        )
+    source_path, identity_path = Path(str(source)).expanduser(), Path(str(identity)).expanduser()
+    try:
+        head = source_path.read_bytes()[:64]
+    except OSError as e:
+        raise PyinfraError(f"restore_from: cannot read {source_path}: {e.strerror}") from None
+    if not is_age_file(head):
+        raise PyinfraError(f"restore_from: {source_path} is not an age file (see backup.py)")
+    try:
+        identity_lines(identity_path.read_text())
+    except OSError as e:
+        raise PyinfraError(
+            f"restore_identity_file: cannot read {identity_path}: {e.strerror}"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PyinfraError(f"restore_identity_file {identity_path}: {e}") from None
+    return source_path, identity_path, _truthy(data.get("restore_force", False))
+
+
+@deploy("Restore the CA from a backup")
+def restore_ca() -> None:
+    """Put the CA material of an encrypted backup onto the active cert-manager.
+
+    The identity is read on the controller and streamed to the node on stdin; the node
+    decrypts in /run (tmpfs) and installs with CA_FILES' owners and modes. A different
+    CA already on the node is refused unless `restore_force` (it is then moved aside).
+    step-ca is left stopped: `deploy.py` starts it and re-points every host.
+
+    .. code:: python
+
+        restore_ca()
+    """
+    me = this_host()
+    s = me.settings
+    source, identity, force = _restore_inputs(host.data)
+    d = shlex.quote(s.ca_dir)
+
+    script = (
+        f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-restore.XXXXXX); "
+        "trap 'rm -rf \"$t\"' EXIT; "
+        f'while IFS= read -r line; do [ "$line" = {STDIN_SEPARATOR} ] && break; '
+        'printf \'%s\\n\' "$line" >> "$t/identity"; done; '
+        'base64 -d > "$t/backup.age"; mkdir "$t/m"; '
+        'if ! age -d -i "$t/identity" -o "$t/m.tar" "$t/backup.age" 2>"$t/err"; then '
+        'echo "__restore__ cannot-decrypt $(head -c 300 "$t/err" | tr "\\n" " ")"; exit 0; fi; '
+        'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
+        f"if [ -e {d}/config/ca.json ] || [ -e {d}/certs/root_ca.crt ]; then "
+        f'if ! cmp -s "$t/m/certs/root_ca.crt" {d}/certs/root_ca.crt; then '
+        f"if [ {1 if force else 0} != 1 ]; then echo '__restore__ different-ca'; "
+        f"echo __existing__; cat {d}/certs/root_ca.crt 2>/dev/null || true; "
+        'echo __backup__; cat "$t/m/certs/root_ca.crt"; exit 0; fi; '
+        "systemctl stop step-ca.service 2>/dev/null || true; "
+        f'aside={d}.replaced-$(date -u +%Y%m%dT%H%M%SZ); mv {d} "$aside"; '
+        'echo "__restore__ moved-aside $aside"; fi; fi; '
+        f"result=$({_install_script(s)}); "
+        'if [ "$result" = installed ]; then '
+        "systemctl stop step-ca.service 2>/dev/null || true; fi; "
+        'echo "__restore__ $result"; echo __backup__; cat "$t/m/certs/root_ca.crt"'
+    )
+
+    def restore() -> None:
+        keys = identity_lines(identity.read_text())
+        payload = base64.encodebytes(source.read_bytes()).decode()
+        out = _run(
+            host,
+            script,
+            f"restoring {source.name}",
+            stdin="\n".join([*keys, STDIN_SEPARATOR, payload]),
+        )
+        results = [x.split(" ", 2)[1:] for x in out.splitlines() if x.startswith("__restore__ ")]
+        status = results[-1] if results else []
+        backup_root = out.partition("__backup__")[2]
+        roots = pem_blocks(backup_root, "CERTIFICATE")
+        fp = fingerprint(roots[0]) if roots else "?"
+        if not status:
+            raise PyinfraError(f"restore on {me.name} gave no result")
+        if status[0] == "cannot-decrypt":
+            raise PyinfraError(
+                f"{source.name} cannot be decrypted with the identity in {identity.name}: "
+                f"{' '.join(status[1:]).strip()}"
+            )
+        if status[0] == "different-ca":
+            existing = pem_blocks(
+                out.partition("__existing__")[2].partition("__backup__")[0], "CERTIFICATE"
+            )
+            have = fingerprint(existing[0]) if existing else "unknown (no root_ca.crt)"
+            raise PyinfraError(
+                f"{me.name} already holds a different CA in {s.ca_dir} (root fingerprint "
+                f"{have}; the backup's root is {fp}). Refusing to overwrite it. Re-run with "
+                f"--data restore_force=true to move it aside to {s.ca_dir}.replaced-TIMESTAMP"
+            )
+        for line in out.splitlines():
+            if line.startswith("__restore__ moved-aside "):
+                logger.warning(f"{host.print_prefix}existing CA moved aside to {line.split()[-1]}")
+        logger.info(
+            f"{host.print_prefix}CA restored from {source.name} ({status[-1]}; root fingerprint "
+            f"{fp}); now run deploy.py to start it and re-point every host"
+        )
+
+    install_age()
+    ca_account(s)
+    python.call(
+        name=f"Restore the CA from {source.name} (decrypted on {me.name}"
+        + (", force" if force else "")
+        + ")",
+        function=restore,
+    )
