@@ -506,9 +506,9 @@ def summary(findings: Sequence[Finding], audited: Sequence[str], not_audited: Se
     warnings = [f for f in findings if f.severity != ERROR]
     lines = []
     if findings:
-        width_host = max(len(f.host) for f in findings)
-        width_path = max(len(f.path) for f in findings)
-        width_rule = max(len(f.rule) for f in findings)
+        width_host = max(len("HOST"), *(len(f.host) for f in findings))
+        width_path = max(len("FILE"), *(len(f.path) for f in findings))
+        width_rule = max(len("RULE"), *(len(f.rule) for f in findings))
         lines.append(
             f"{'HOST':<{width_host}}  {'FILE':<{width_path}}  {'RULE':<{width_rule}}  DETAIL"
         )

@@ -48,7 +48,7 @@ from etcd_pki.plan import HostPlan
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
-from tasks.common import ca_root_pem, get_plan, node_name, this_host
+from tasks.common import ca_root_pem, get_plan, node_name, pyinfra_host, this_host
 from tasks.install import DOWNLOAD_DIR
 
 # Where a CA secret (by file name) is searched for on every host.
@@ -93,16 +93,35 @@ def root_or_none() -> str | None:
 
 
 def observe(me: HostPlan, full: bool = True) -> HostObservation:
-    """Read this host's state with facts. ``full=False``: certificates and timers only."""
+    """Read this host's state with facts. ``full=False``: certificates and timers only.
+
+    A fact that cannot be read does not raise in pyinfra 3: it marks the host failed and
+    returns the fact's default (which would look like "no certificate"). So the result
+    is only trusted when the host is still not failed afterwards.
+    """
+    return _observe(me, full)
+
+
+class _FactFailed(Exception):
+    pass
+
+
+def _observe(me: HostPlan, full: bool) -> HostObservation:
     s = me.settings
+    me_host = pyinfra_host(me.name)
+
+    def fact(cls, **kwargs):
+        value = host.get_fact(cls, **kwargs)
+        if me_host in state.failed_hosts:
+            raise _FactFailed(cls.__name__)
+        return value
+
     try:
-        certs = (
-            host.get_fact(CertStates, certs=me.certs, step=f"{s.bin_dir}/step") if me.certs else {}
-        )
+        certs = fact(CertStates, certs=me.certs, step=f"{s.bin_dir}/step") if me.certs else {}
         units = tuple(f"{c.unit}.timer" for c in me.certs)
         if me.is_active_ca:
             units += ("step-ca.service",)
-        unit_states = host.get_fact(UnitStates, units=units) if units else {}
+        unit_states = fact(UnitStates, units=units) if units else {}
         if not full:
             return HostObservation(certs=certs, timers=unit_states)
         root_path = f"{s.ssl_dir}/root_ca.crt"
@@ -114,12 +133,14 @@ def observe(me: HostPlan, full: bool = True) -> HostObservation:
         return HostObservation(
             certs=certs,
             timers=unit_states,
-            root_pem=host.get_fact(PublicFile, path=root_path) if me.certs else None,
-            stats=host.get_fact(FileStats, paths=paths),
+            root_pem=fact(PublicFile, path=root_path) if me.certs else None,
+            stats=fact(FileStats, paths=paths),
             ca_service=unit_states.get("step-ca.service"),
-            secret_files=host.get_fact(CaSecretFiles, roots=roots),
-            private_key_files=host.get_fact(PrivateKeyFiles, dirs=key_dirs),
+            secret_files=fact(CaSecretFiles, roots=roots),
+            private_key_files=fact(PrivateKeyFiles, dirs=key_dirs),
         )
+    except _FactFailed as e:
+        return HostObservation(error=f"facts could not be read ({e} failed, see above)")
     except PyinfraError as e:
         return HostObservation(error=f"facts could not be read: {e}")
 
