@@ -5,7 +5,7 @@ Phases, in order, each one module in tasks/:
   install step / step-ca            tasks/install.py
   install etcd (creates its user)   tasks/etcd.py
   refuse a CA-less failover target  tasks/redundancy.py
-  age on cert-managers              tasks/redundancy.py
+  age on cert-managers (standbys)   tasks/redundancy.py
   step-ca on the active manager     tasks/ca.py
   CA material on standbys           tasks/redundancy.py (encrypted end to end)
   trust the CA on every host        tasks/bootstrap.py
@@ -18,7 +18,7 @@ Every phase is idempotent: a second run changes nothing.
 from tasks.bootstrap import trust_ca
 from tasks.ca import init_ca
 from tasks.certs import issue_certificates
-from tasks.common import this_host
+from tasks.common import get_plan, this_host
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
 from tasks.redundancy import check_ca_material, copy_ca_material, install_age, standby_ca
@@ -30,13 +30,13 @@ check_ca_material()  # no second CA where the cluster already trusts one
 install_step()
 if me.is_etcd:
     install_etcd()
-if me.is_cert_manager:
-    install_age()
+if me.is_cert_manager and get_plan().standbys:
+    install_age()  # standbys receive the CA material age-encrypted
 if me.is_active_ca:
     init_ca()
 elif me.is_cert_manager:
     standby_ca()
-if me.is_cert_manager:
+if me.is_cert_manager and get_plan().standbys:
     copy_ca_material()  # one operation on all cert-managers: runs after init_ca
 trust_ca()
 issue_certificates()
