@@ -1,4 +1,4 @@
-"""Benchmark the deploy on the Docker test bed: `make bench`, or
+"""Benchmark the deploy on the Docker test bed: `make bench [BENCH_ARGS="--quick ..."]`, or
 
     .venv/bin/python bench/bench.py [--quick] [--json FILE] [--keep]
                                     [--fresh-runs N] [--reruns N] [--issuance-runs N]
@@ -40,6 +40,7 @@ import json
 import os
 import re
 import runpy
+import shlex
 import statistics
 import subprocess
 import sys
@@ -416,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reruns", type=int, help="re-runs per size (5; quick 3)")
     parser.add_argument("--issuance-runs", type=int, help="issuance bursts (3; quick 1)")
     parser.add_argument("--per-host", type=int, default=20, help="certificates per host (20)")
+    if argv is None:  # `make bench BENCH_ARGS="--quick --json out.json"`
+        argv = sys.argv[1:] + shlex.split(os.environ.get("BENCH_ARGS", ""))
     args = parser.parse_args(argv)
     quick = args.quick
     fresh_runs = args.fresh_runs or (1 if quick else 3)
