@@ -45,6 +45,7 @@ from etcd_pki.audit import (
     summary,
 )
 from etcd_pki.plan import HostPlan
+from etcd_pki.status import host_rows, left_text
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
@@ -62,6 +63,7 @@ KEY_DIRS = ("/etc/etcd", "/etc/systemd/system", "/root", "/tmp", "/var/tmp", DOW
 class HostResult:
     observation: HostObservation
     findings: list[Finding] = field(default_factory=list)
+    expiry: list[dict] = field(default_factory=list)  # per certificate: days left etc.
 
 
 _runs: dict[int, dict[str, HostResult]] = {}
@@ -181,6 +183,7 @@ def _write_json(path: str, findings: list[Finding], audited: list[str], missing:
         "audited_hosts": audited,
         "not_audited": missing,
         "findings": [f.as_dict() for f in sorted(findings)],
+        "certificates": [c for r in results().values() for c in r.expiry],
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -206,11 +209,21 @@ def audit_host() -> None:
     obs = observe(me)
     ca_files = expected_ca_files(me) if me.is_active_ca else []
     found = evaluate_host(me, obs, root, ca_files)
-    results()[me.name] = HostResult(obs, found)
+    rows = [] if obs.error else host_rows(me, obs, root, datetime.now(UTC))
+    expiry = [
+        {k: r.as_dict()[k] for k in ("host", "name", "not_after", "days_left", "used_percent")}
+        for r in rows
+    ]
+    results()[me.name] = HostResult(obs, found, expiry)
     mine = [f for f in found if f.severity == ERROR]
     controller: list[Finding] = []
 
     def show() -> bool:
+        if rows:
+            host.log(
+                "days until expiry: "
+                + ", ".join(f"{r.kind} {left_text(r.days_left)}" for r in rows)
+            )
         for finding in found:
             _log(host, finding)
         return False  # reading is not a change
