@@ -67,6 +67,7 @@ RULES = {
     "ca-file-owner": "a file of the CA has the wrong owner or group",
     "ca-file-mode": "a file of the CA has the wrong mode",
     "ca-service": "step-ca is not enabled and running on the active cert-manager",
+    "standby-ca-running": "step-ca runs on a standby cert-manager (two CAs would serve)",
     "ca-secret-off-manager": "a CA key or password on a host that is not a cert-manager",
     "ca-secret-outside-ca-dir": "a CA key or password outside ca_dir on a cert-manager",
     "stray-private-key": "a private key the plan does not account for",
@@ -330,7 +331,8 @@ def evaluate_host(
 
     ``root_pem`` is the root read from the active cert-manager (None when it could not
     be read: then chains are not checked, and the CA host reports ``ca-root-missing``).
-    ``ca_files`` is what the active cert-manager must hold, with owner/group/mode.
+    ``ca_files`` is what every cert-manager (active or standby) must hold, with
+    owner/group/mode.
     """
     now = now or datetime.now(UTC)
     name = hp.name
@@ -355,35 +357,37 @@ def evaluate_host(
             if stat is not None and stat.mode != CRT_MODE:
                 out.append(Finding(name, root_path, "crt-mode", f"mode {stat.mode}, want 644"))
 
-    if hp.is_active_ca:
-        if root_pem is None:
+    if hp.is_active_ca and root_pem is None:
+        out.append(Finding(name, f"{s.ca_dir}/certs/root_ca.crt", "ca-root-missing", "no CA root"))
+    # Active and standby cert-managers hold the same CA files with the same owners/modes.
+    for want in ca_files if hp.is_cert_manager else ():
+        have = obs.stats.get(want.path)
+        if have is None:
+            out.append(Finding(name, want.path, "ca-file-missing", "missing"))
+            continue
+        if (have.owner, have.group) != (want.owner, want.group):
             out.append(
-                Finding(name, f"{s.ca_dir}/certs/root_ca.crt", "ca-root-missing", "no CA root")
+                Finding(
+                    name,
+                    want.path,
+                    "ca-file-owner",
+                    f"{have.owner}:{have.group}, want {want.owner}:{want.group}",
+                )
             )
-        for want in ca_files:
-            have = obs.stats.get(want.path)
-            if have is None:
-                out.append(Finding(name, want.path, "ca-file-missing", "missing"))
-                continue
-            if (have.owner, have.group) != (want.owner, want.group):
-                out.append(
-                    Finding(
-                        name,
-                        want.path,
-                        "ca-file-owner",
-                        f"{have.owner}:{have.group}, want {want.owner}:{want.group}",
-                    )
-                )
-            if have.mode != want.mode:
-                out.append(
-                    Finding(name, want.path, "ca-file-mode", f"mode {have.mode}, want {want.mode}")
-                )
-        svc = obs.ca_service
+        if have.mode != want.mode:
+            out.append(
+                Finding(name, want.path, "ca-file-mode", f"mode {have.mode}, want {want.mode}")
+            )
+    svc = obs.ca_service
+    unit = f"{UNIT_DIR}/step-ca.service"
+    if hp.is_active_ca:
         if svc is None or not svc.loaded or svc.active != "active" or svc.enabled != "enabled":
             state = f"{svc.enabled or 'no unit file'}, {svc.active}" if svc else "unknown"
-            out.append(
-                Finding(name, f"{UNIT_DIR}/step-ca.service", "ca-service", f"step-ca is {state}")
-            )
+            out.append(Finding(name, unit, "ca-service", f"step-ca is {state}"))
+    elif hp.is_cert_manager and svc is not None and svc.active in ("active", "activating"):
+        out.append(
+            Finding(name, unit, "standby-ca-running", "step-ca runs on a standby cert-manager")
+        )
 
     for path in obs.secret_files:
         if not hp.is_cert_manager:

@@ -121,14 +121,14 @@ def _observe(me: HostPlan, full: bool) -> HostObservation:
     try:
         certs = fact(CertStates, certs=me.certs, step=f"{s.bin_dir}/step") if me.certs else {}
         units = tuple(f"{c.unit}.timer" for c in me.certs)
-        if me.is_active_ca:
+        if me.is_cert_manager:
             units += ("step-ca.service",)
         unit_states = fact(UnitStates, units=units) if units else {}
         if not full:
             return HostObservation(certs=certs, timers=unit_states)
         root_path = f"{s.ssl_dir}/root_ca.crt"
         paths = (root_path,)
-        if me.is_active_ca:
+        if me.is_cert_manager:
             paths += tuple(f.path for f in expected_ca_files(me))
         key_dirs = tuple(dict.fromkeys((s.ssl_dir, s.step_dir, s.ca_dir, *KEY_DIRS)))
         roots = tuple(host.data.get("audit_secret_roots") or SECRET_ROOTS)
@@ -207,7 +207,7 @@ def audit_host() -> None:
     me = this_host()
     root = root_or_none()
     obs = observe(me)
-    ca_files = expected_ca_files(me) if me.is_active_ca else []
+    ca_files = expected_ca_files(me) if me.is_cert_manager else []
     found = evaluate_host(me, obs, root, ca_files)
     rows = [] if obs.error else host_rows(me, obs, root, datetime.now(UTC))
     expiry = [

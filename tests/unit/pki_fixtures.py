@@ -142,11 +142,15 @@ def good_observation(ca: Ca, hp: HostPlan, **cert_kwargs) -> HostObservation:
         f"{s.ssl_dir}/root_ca.crt": FileStat("root", "root", "644")
     }
     ca_service = None
-    if hp.is_active_ca:
+    if hp.is_cert_manager:
         stats.update({f.path: FileStat(f.owner, f.group, f.mode) for f in expected_ca_files(hp)})
-        ca_service = UnitState("step-ca.service", True, "enabled", "active")
+        ca_service = (
+            UnitState("step-ca.service", True, "enabled", "active")
+            if hp.is_active_ca
+            else UnitState("step-ca.service", True, "disabled", "inactive")
+        )
     keys = [c.key for c in hp.certs]
-    if hp.is_active_ca:
+    if hp.is_cert_manager:
         keys += [f"{s.ca_dir}/secrets/root_ca_key", f"{s.ca_dir}/secrets/intermediate_ca_key"]
     return HostObservation(
         certs={c.name: good_cert(ca, c, **cert_kwargs) for c in hp.certs},
@@ -156,7 +160,7 @@ def good_observation(ca: Ca, hp: HostPlan, **cert_kwargs) -> HostObservation:
         ca_service=ca_service,
         secret_files=(
             [f"{s.ca_dir}/secrets/root_ca_key", f"{s.ca_dir}/secrets/password"]
-            if hp.is_active_ca
+            if hp.is_cert_manager
             else []
         ),
         private_key_files=keys,

@@ -56,7 +56,7 @@ DEFAULT = object()
 def audit(plan, ca, name, obs=None, root=DEFAULT):
     hp = plan.hosts[name]
     obs = obs or good_observation(ca, hp)
-    ca_files = expected_ca_files(hp) if hp.is_active_ca else []
+    ca_files = expected_ca_files(hp) if hp.is_cert_manager else []
     return evaluate_host(hp, obs, ca.root_pem if root is DEFAULT else root, ca_files, NOW)
 
 
@@ -438,3 +438,35 @@ def test_chains_to_says_no_for_another_ca_instead_of_crashing(plan, ca):
     rogue = good_cert(Ca("rogue"), peer(plan))
     assert chains_to(rogue.chain_pem, ca.root_pem) is False
     assert reissue_reason(rogue, peer(plan), ca.root_pem, 66, NOW) == "not issued by this CA"
+
+
+@pytest.fixture
+def standby_plan(defaults):
+    hosts = seed_hosts(defaults)
+    hosts = [
+        replace(h, groups=h.groups | {"etcd_cert_managers"}) if h.name == "etcd-k8s-2" else h
+        for h in hosts
+    ]
+    hosts = [replace(h, data={**h.data, "active_cert_manager": "etcd-k8s-1"}) for h in hosts]
+    return build_plan(hosts)
+
+
+def test_a_standby_holds_the_ca_files_with_the_same_modes(standby_plan, ca):
+    assert standby_plan.standbys == ("etcd-k8s-2",)
+    assert audit(standby_plan, ca, "etcd-k8s-2") == []
+    obs = good_observation(ca, standby_plan.hosts["etcd-k8s-2"])
+    broken = replace(
+        obs,
+        stats={**obs.stats, "/etc/step-ca/secrets/root_ca_key": FileStat("root", "root", "644")},
+    )
+    assert [(f.path, f.rule) for f in audit(standby_plan, ca, "etcd-k8s-2", broken)] == [
+        ("/etc/step-ca/secrets/root_ca_key", "ca-file-mode")
+    ]
+
+
+def test_step_ca_running_on_a_standby_is_a_violation(standby_plan, ca):
+    obs = good_observation(ca, standby_plan.hosts["etcd-k8s-2"])
+    running = replace(obs, ca_service=UnitState("step-ca.service", True, "enabled", "active"))
+    assert [(f.path, f.rule) for f in audit(standby_plan, ca, "etcd-k8s-2", running)] == [
+        ("/etc/systemd/system/step-ca.service", "standby-ca-running")
+    ]
