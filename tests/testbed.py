@@ -7,6 +7,7 @@ Usable as a module (the e2e fixtures call :func:`up`) and as a CLI::
     python -m tests.testbed add NAME --group etcd|etcd_clients
     python -m tests.testbed remove NAME
     python -m tests.testbed serve          # (re)start the HTTP mirror only
+    python -m tests.testbed etcd-release   # etcd tarball (official layout) into the mirror
     python -m tests.testbed status
     python -m tests.testbed down           # containers, network, HTTP server; keeps caches
 
@@ -635,6 +636,13 @@ def release_tarball(tool: Tool, version: str) -> Path:
 
 def make_tarball(binary: Path, top: str) -> bytes:
     """Return a reproducible .tar.gz holding ``{top}/bin/{binary.name}``."""
+    return reproducible_tarball(top, [(f"bin/{binary.name}", binary.read_bytes())])
+
+
+def reproducible_tarball(top: str, members: Sequence[tuple[str, bytes]]) -> bytes:
+    """Return a .tar.gz of executable ``members`` (path below ``top``, content) under
+    ``{top}/``: root-owned, mtime 0, no gzip name or time, so equal input gives equal bytes.
+    """
 
     def info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
         entry = tarfile.TarInfo(name)
@@ -645,10 +653,16 @@ def make_tarball(binary: Path, top: str) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         tar.addfile(info(f"{top}/", tarfile.DIRTYPE, 0o755))
-        tar.addfile(info(f"{top}/bin/", tarfile.DIRTYPE, 0o755))
-        data = binary.read_bytes()
-        entry = info(f"{top}/bin/{binary.name}", tarfile.REGTYPE, 0o755, len(data))
-        tar.addfile(entry, io.BytesIO(data))
+        made = {""}
+        for path, data in members:
+            parts = path.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in made:
+                    tar.addfile(info(f"{top}/{directory}/", tarfile.DIRTYPE, 0o755))
+                    made.add(directory)
+            entry = info(f"{top}/{path}", tarfile.REGTYPE, 0o755, len(data))
+            tar.addfile(entry, io.BytesIO(data))
     out = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz:
         gz.write(raw.getvalue())
@@ -682,6 +696,137 @@ def ensure_binaries() -> dict[str, Path]:
         binaries[tool.name] = ensure_binary(tool, versions[tool.name])
         ensure_release(tool, versions[tool.name], binaries[tool.name])
     return binaries
+
+
+# ---------------------------------------------------------------------------
+# etcd release tarball (official layout) made from Debian's etcd binaries
+# ---------------------------------------------------------------------------
+
+# Path of etcd's releases below the mirror root, as on GitHub: a deploy's
+# `etcd_release_url` is ``{mirror}/ETCD_RELEASE_PATH`` (or the same below mirror_dir()).
+ETCD_RELEASE_PATH = "etcd-io/etcd/releases/download"
+ETCD_DEBS = ("etcd-server", "etcd-client")
+# The tarball's binaries, in the official order; etcdutl is in etcd-server since 3.5.
+ETCD_BINARIES = ("etcd", "etcdctl", "etcdutl")
+
+
+@dataclass(frozen=True)
+class EtcdRelease:
+    """The release-format etcd tarball in the mirror tree (see :func:`etcd_release`)."""
+
+    version: str
+    sha256: str
+    tarball: Path
+    arch: str
+
+    def release_url(self, source: str = "mirror") -> str:
+        """``etcd_release_url`` for this bed: the HTTP mirror (``mirror``, each host
+        downloads) or the mirror tree on the controller (``controller``, uploaded)."""
+        if source == "mirror":
+            return f"{mirror_url()}/{ETCD_RELEASE_PATH}"
+        if source == "controller":
+            return str(mirror_dir() / ETCD_RELEASE_PATH)
+        raise ValueError(f"unknown etcd release source {source!r}")
+
+    def inventory_data(self, source: str = "mirror") -> dict[str, Any]:
+        """Host data that makes the deploy install etcd from this tarball."""
+        return {
+            "etcd_install_source": "release",
+            "etcd_version": self.version,
+            "etcd_release_url": self.release_url(source),
+            "etcd_sha256": {self.arch: self.sha256},
+        }
+
+
+def etcd_tarball_path(version: str, arch: str | None = None) -> Path:
+    """Where the tarball of etcd ``version`` lives in the mirror tree."""
+    name = f"etcd-v{version}-linux-{arch or go_arch()}.tar.gz"
+    return mirror_dir() / ETCD_RELEASE_PATH / f"v{version}" / name
+
+
+def download_etcd_debs() -> list[Path]:
+    """Return Debian's etcd-server and etcd-client .debs (suite :data:`SUITE`) in
+    ``CACHE/debs``, fetched with ``apt-get download`` on the controller if missing.
+
+    apt runs with its own sources list and state in ``CACHE/apt-SUITE`` (the node
+    image's suite, which may not be the controller's), so the system's apt is untouched.
+    """
+    debs_dir = cache_dir() / "debs"
+    arch = go_arch()
+    found = [sorted(debs_dir.glob(f"{name}_*_{arch}.deb")) for name in ETCD_DEBS]
+    if all(found):
+        return [paths[-1] for paths in found]
+    apt_dir = cache_dir() / f"apt-{SUITE}"
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
+    sources = apt_dir / "sources.list"
+    sources.write_text(f"deb {DEBIAN_MIRROR} {SUITE} main\n")
+    options = [
+        "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State::Lists={apt_dir / 'lists'}", "-o", f"Dir::Cache={apt_dir / 'cache'}",
+        "-o", f"APT::Architecture={arch}", "-o", "APT::Sandbox::User=root",
+    ]  # fmt: skip
+    log(f"apt-get download {' '.join(ETCD_DEBS)} ({SUITE}) into {debs_dir}")
+    run(["apt-get", *options, "update"], timeout=600)
+    debs_dir.mkdir(parents=True, exist_ok=True)
+    run(["apt-get", *options, "download", *ETCD_DEBS], cwd=debs_dir, timeout=600)
+    return [sorted(debs_dir.glob(f"{name}_*_{arch}.deb"))[-1] for name in ETCD_DEBS]
+
+
+def upstream_version(deb: Path) -> str:
+    """The upstream part of a .deb's version: ``3.5.16-4`` -> ``3.5.16``."""
+    version = run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
+    return version.split(":", 1)[-1].rsplit("-", 1)[0].split("+", 1)[0]
+
+
+def ensure_etcd_release() -> EtcdRelease:
+    """Write ``etcd-v{ver}-linux-{arch}.tar.gz`` (top dir ``etcd-v{ver}-linux-{arch}/``
+    with etcd, etcdctl, etcdutl, as upstream ships it) from Debian's binaries into the
+    mirror tree, with a ``SHA256SUMS`` beside it; reuse it when up to date.
+
+    Call without :func:`cache_lock` held (use :func:`etcd_release`).
+    """
+    debs = download_etcd_debs()
+    versions = {upstream_version(deb) for deb in debs}
+    if len(versions) != 1:
+        raise TestbedError(f"etcd .debs of different versions: {[d.name for d in debs]}")
+    version = versions.pop()
+    arch = go_arch()
+    tarball = etcd_tarball_path(version, arch)
+    sums = tarball.parent / "SHA256SUMS"
+    newest_deb = max(deb.stat().st_mtime for deb in debs)
+    if (
+        tarball.exists()
+        and sums.exists()
+        and tarball.stat().st_mtime >= newest_deb
+        and sums.read_text() == f"{sha256_file(tarball)}  {tarball.name}\n"
+    ):
+        return EtcdRelease(version, sha256_file(tarball), tarball, arch)
+    tmp_parent = cache_dir() / "tmp"
+    tmp_parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="etcd-debs-", dir=tmp_parent) as tmp:
+        for deb in debs:
+            run(["dpkg-deb", "-x", str(deb), tmp])
+        bins = Path(tmp) / "usr" / "bin"
+        reported = run([str(bins / "etcd"), "--version"]).stdout
+        if f"etcd Version: {version}" not in reported:
+            raise TestbedError(f"Debian's etcd reports {reported!r}, expected {version}")
+        members = [(b, (bins / b).read_bytes()) for b in ETCD_BINARIES if (bins / b).exists()]
+    if [m[0] for m in members][:2] != ["etcd", "etcdctl"]:
+        raise TestbedError(f"etcd or etcdctl missing from {[d.name for d in debs]}")
+    data = reproducible_tarball(tarball.name.removesuffix(".tar.gz"), members)
+    log(f"writing {tarball.relative_to(mirror_dir())} (Debian's etcd {version})")
+    write_atomic(tarball, data)
+    digest = hashlib.sha256(data).hexdigest()
+    write_atomic(sums, f"{digest}  {tarball.name}\n".encode())
+    return EtcdRelease(version, digest, tarball, arch)
+
+
+def etcd_release() -> EtcdRelease:
+    """The release-format etcd tarball in the shared mirror tree (made once, cached):
+    version (Debian's, e.g. 3.5.16), sha256, path. Served by every bed's HTTP mirror."""
+    with cache_lock():
+        return ensure_etcd_release()
 
 
 # Every container's systemd takes inotify instances from the host's per-user pool
@@ -1466,6 +1611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_remove.add_argument("name")
     sub.add_parser("serve", help="(re)start the HTTP mirror")
     sub.add_parser("inventory", help="rewrite the inventories from the running containers")
+    sub.add_parser("etcd-release", help="make the release-format etcd tarball in the mirror")
     sub.add_parser("status", help="show the bed")
     sub.add_parser("down", help="remove containers, network, HTTP server (keeps caches)")
     args = parser.parse_args(argv)
@@ -1485,6 +1631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare()
             ensure_network()
             serve()
+        elif args.command == "etcd-release":
+            release = etcd_release()
+            print(f"etcd {release.version} sha256 {release.sha256}\n{release.tarball}")
         elif args.command == "inventory":
             print("\n".join(str(p) for p in write_inventories()))
         elif args.command == "status":
