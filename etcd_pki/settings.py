@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .redundancy import recipient_problems
+from .release import release_url_problem
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -177,8 +178,9 @@ def _check(v: dict[str, Any]) -> list[str]:
     if v["etcd_install_source"] == "release":
         if not re.fullmatch(r"\d+\.\d+\.\d+", str(v["etcd_version"])):
             out.append(f"`etcd_version` = {v['etcd_version']!r} is not a version like 3.5.16")
-        if urlparse(str(v["etcd_release_url"])).scheme not in ("http", "https"):
-            out.append(f"`etcd_release_url` = {v['etcd_release_url']!r} must be http(s)")
+        problem = release_url_problem(v["etcd_release_url"])
+        if problem:
+            out.append(f"`etcd_release_url` = {v['etcd_release_url']!r}: {problem}")
         if not v["etcd_sha256"]:
             out.append("`etcd_sha256` must pin the tarball's sha256 per arch for source 'release'")
     for name in ("ca_name", "ca_provisioner", "etcd_cluster_name", "etcd_service_name"):

@@ -37,6 +37,37 @@ class StepVersions(FactBase):
         return versions
 
 
+class EtcdVersions(FactBase):
+    """Versions the etcd binaries in ``bin_dir`` report: ``{"etcd": "3.5.16", ...}``
+    (etcd, etcdctl, etcdutl; a binary that is missing is absent, one that prints no
+    version maps to "").
+
+    .. code:: python
+
+        host.get_fact(EtcdVersions, bin_dir="/opt/bin")
+    """
+
+    default = dict
+
+    def command(self, bin_dir: str) -> str:
+        d = shlex.quote(bin_dir)
+        # "etcd Version: 3.5.16", "etcdctl version: 3.5.16", "etcdutl version: 3.5.16"
+        return (
+            f'[ -x {d}/etcd ] && echo "etcd $({d}/etcd --version 2>/dev/null | head -n1)"; '
+            f"for b in etcdctl etcdutl; do [ -x {d}/$b ] && "
+            f'echo "$b $({d}/$b version 2>/dev/null | head -n1)"; done; true'
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        versions = {}
+        for line in output:
+            binary, _, text = line.partition(" ")
+            label, colon, version = text.partition(":")
+            ok = colon and label.lower().endswith("version")
+            versions[binary] = version.strip() if ok else ""
+        return versions
+
+
 class PublicFile(FactBase):
     """Content of a public file (a certificate), or None when it is missing."""
 

@@ -20,6 +20,7 @@ from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
 from tasks.common import get_plan, pyinfra_host, this_host
+from tasks.install import install_etcd_release
 
 ETC_DIR = "/etc/etcd"
 ENV_FILE = f"{ETC_DIR}/etcd.env"
@@ -62,20 +63,38 @@ def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
 
 @deploy("Install etcd")
 def install_etcd() -> None:
-    """Install etcd (Debian packages) without letting the package start a default etcd.
+    """Install etcd: Debian packages (not letting the package start a default etcd), or
+    with `etcd_install_source = "release"` the official tarball into `bin_dir`
+    (tasks/install.py) plus what the package would make: the system user and data root.
 
-    Runs before certificates are issued: it creates the `etcd` user that owns the keys.
+    Runs before certificates are issued: the `etcd` user owns the keys.
 
     .. code:: python
 
         install_etcd()
     """
     me = this_host()
-    if me.settings.etcd_install_source != "debian":
-        raise PyinfraError(
-            f"host {me.name}: etcd_install_source={me.settings.etcd_install_source!r} "
-            "is not implemented yet; use 'debian'"
+    s = me.settings
+    if s.etcd_install_source == "release":
+        server.group(name=f"System group {s.etcd_user}", group=s.etcd_user, system=True)
+        server.user(
+            name=f"System user {s.etcd_user} (no login)",
+            user=s.etcd_user,
+            group=s.etcd_user,
+            system=True,
+            home=s.etcd_data_root,
+            shell="/usr/sbin/nologin",
+            ensure_home=False,
         )
+        files.directory(
+            name=f"Directory {s.etcd_data_root}",
+            path=s.etcd_data_root,
+            user=s.etcd_user,
+            group=s.etcd_user,
+            mode="700",
+        )
+        install_etcd_release()
+        return
     installed = host.get_fact(DebPackages) or {}
     missing = [p for p in PACKAGES if p not in installed]
     if missing:

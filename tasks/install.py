@@ -1,19 +1,33 @@
-"""Install the pinned `step` (every host) and `step-ca` (cert-managers), sha256-verified."""
+"""Install release tarballs into `bin_dir`, sha256-verified before anything is replaced:
+the pinned `step` (every host) and `step-ca` (cert-managers), and etcd when
+`etcd_install_source = "release"`."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server
 
-from etcd_pki.release import GITHUB_BASE, Artefact, arch_for, checksum_from, fetch_checksums
+from etcd_pki.release import (
+    ETCD_ARCHES,
+    GITHUB_BASE,
+    Artefact,
+    EtcdRelease,
+    arch_for,
+    checksum_from,
+    controller_dir,
+    fetch_checksums,
+)
 from etcd_pki.settings import Settings
-from facts.pki import StepVersions
+from facts.pki import EtcdVersions, StepVersions
 from tasks.common import this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
@@ -43,20 +57,89 @@ def expected_sha256(base: str, pins: tuple[tuple[str, str], ...], artefact: Arte
     return digest
 
 
-def _install_command(tarball: str, sha256: str, binary: str, bin_dir: str) -> str:
-    """Verify, unpack and atomically replace ``bin_dir/binary``; fail loudly on mismatch."""
-    t, b, d = shlex.quote(tarball), shlex.quote(binary), shlex.quote(bin_dir)
-    return (
-        f"set -e; actual=$(sha256sum {t} | cut -d' ' -f1); "
-        f'if [ "$actual" != {sha256} ]; then '
+def _install_command(
+    tarball: str,
+    sha256: str,
+    binaries: Sequence[str],
+    bin_dir: str,
+    optional: Sequence[str] = (),
+) -> str:
+    """Verify ``tarball``, unpack it and replace each of ``binaries`` (and each of
+    ``optional`` the tarball holds) in ``bin_dir``.
+
+    Nothing is replaced unless the sha256 matches and every required binary is in the
+    tarball: all are staged as ``.NAME.new`` first, then renamed over the old ones.
+    A mismatch names the file and both digests and deletes the download.
+    """
+    t, d = shlex.quote(tarball), shlex.quote(bin_dir)
+    names = [*binaries, *optional]
+    targets = ", ".join(f"{bin_dir}/{b}" for b in binaries)
+    cmd = [
+        f"set -e; actual=$(sha256sum {t} | cut -d' ' -f1); ",
+        f'if [ "$actual" != {sha256} ]; then ',
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
-        f' {bin_dir}/{binary} left unchanged" >&2; rm -f {t}; exit 1; fi; '
-        "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
-        f'tar -xzf {t} -C "$tmp"; '
-        f'src=$(find "$tmp" -type f -name {b} | head -n1); '
-        f'[ -n "$src" ] || {{ echo "{binary} not found in {tarball}" >&2; exit 1; }}; '
-        f'install -m 0755 -o root -g root "$src" {d}/.{b}.new; '
-        f"mv -f {d}/.{b}.new {d}/{b}"
+        f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
+        "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; ",
+        f'tar -xzf {t} -C "$tmp"; ',
+    ]
+    for i, name in enumerate(names):
+        b = shlex.quote(name)
+        cmd.append(f'src{i}=$(find "$tmp" -maxdepth 3 -type f -name {b} | head -n1); ')
+        if name in binaries:
+            cmd.append(
+                f'[ -n "$src{i}" ] || {{ echo "{name} not found in {tarball};'
+                f' {targets} left unchanged" >&2; exit 1; }}; '
+            )
+    for i, name in enumerate(names):
+        b = shlex.quote(name)
+        stage = f'install -m 0755 -o root -g root "$src{i}" {d}/.{b}.new'
+        cmd.append(f'if [ -n "$src{i}" ]; then {stage}; fi; ')
+    for i, name in enumerate(names):
+        b = shlex.quote(name)
+        cmd.append(f'if [ -n "$src{i}" ]; then mv -f {d}/.{b}.new {d}/{b}; fi; ')
+    return "".join(cmd).rstrip("; ")
+
+
+def _prepare_dirs(bin_dir: str) -> None:
+    files.directory(name=f"Directory {bin_dir}", path=bin_dir, mode="755")
+    files.directory(name=f"Download cache {DOWNLOAD_DIR}", path=DOWNLOAD_DIR, mode="700")
+
+
+def install_tarball(
+    *,
+    location: str,
+    tarball_name: str,
+    from_controller: bool,
+    sha256: str,
+    binaries: Sequence[str],
+    bin_dir: str,
+    optional: Sequence[str] = (),
+    label: str,
+) -> OperationMeta:
+    """Fetch ``location`` into the host's download cache (uploaded from the controller,
+    or downloaded by the host), verify its sha256 and install ``binaries`` from it.
+
+    Call :func:`_prepare_dirs` once first. Returns the install operation.
+    """
+    tarball = f"{DOWNLOAD_DIR}/{tarball_name}"
+    if from_controller:
+        if not Path(location).is_file():
+            raise PyinfraError(
+                f"host {this_host().name}: {location} is not a file on the controller"
+            )
+        files.put(
+            name=f"Upload {tarball_name} from the controller",
+            src=location,
+            dest=tarball,
+            mode="600",
+        )
+    else:
+        # Verified by the install command below, which names file and digests on a
+        # mismatch and deletes the download (pyinfra's own check says much less).
+        files.download(name=f"Download {tarball_name}", src=location, dest=tarball)
+    return server.shell(
+        name=f"Install {label} (sha256 verified)",
+        commands=[_install_command(tarball, sha256, binaries, bin_dir, optional)],
     )
 
 
@@ -85,8 +168,7 @@ def install_step() -> None:
     except ValueError as e:
         raise PyinfraError(f"host {me.name}: {e}") from None
     base = source_base(s)
-    files.directory(name=f"Directory {s.bin_dir}", path=s.bin_dir, mode="755")
-    files.directory(name=f"Download cache {DOWNLOAD_DIR}", path=DOWNLOAD_DIR, mode="700")
+    _prepare_dirs(s.bin_dir)
     for binary, version in missing.items():
         artefact = Artefact(binary, version, arch)
         pins = s.step_sha256 if binary == "step" else s.step_ca_sha256
@@ -94,23 +176,68 @@ def install_step() -> None:
             sha256 = expected_sha256(base, tuple(sorted(pins.items())), artefact)
         except PyinfraError as e:
             raise PyinfraError(f"host {me.name}: {e}") from None
-        tarball = f"{DOWNLOAD_DIR}/{artefact.tarball}"
-        if s.install_source == "controller":
-            files.put(
-                name=f"Upload {artefact.tarball} from the controller",
-                src=artefact.location(base),
-                dest=tarball,
-                mode="600",
-            )
-        else:
-            # Verified by the install command below, which names file and digests on a
-            # mismatch and deletes the download (pyinfra's own check says much less).
-            files.download(
-                name=f"Download {artefact.tarball}",
-                src=artefact.location(base),
-                dest=tarball,
-            )
-        server.shell(
-            name=f"Install {binary} {version} (sha256 verified)",
-            commands=[_install_command(tarball, sha256, binary, s.bin_dir)],
+        install_tarball(
+            location=artefact.location(base),
+            tarball_name=artefact.tarball,
+            from_controller=s.install_source == "controller",
+            sha256=sha256,
+            binaries=[binary],
+            bin_dir=s.bin_dir,
+            label=f"{binary} {version}",
         )
+
+
+@deploy("Install etcd from the release tarball")
+def install_etcd_release() -> None:
+    """Install etcd, etcdctl (and etcdutl if present) from the official tarball
+    ``{etcd_release_url}/v{version}/etcd-v{version}-linux-{arch}.tar.gz`` into `bin_dir`,
+    verified against ``etcd_sha256[arch]``.
+
+    An http(s) `etcd_release_url` is downloaded by each host; a controller directory
+    (absolute path or file:// URL) is uploaded. Re-runs fetch nothing when etcd and
+    etcdctl already report `etcd_version`. A running etcd is restarted onto new
+    binaries one member at a time.
+
+    .. code:: python
+
+        install_etcd_release()
+    """
+    me = this_host()
+    s = me.settings
+    installed = host.get_fact(EtcdVersions, bin_dir=s.bin_dir)
+    if all(installed.get(b) == s.etcd_version for b in EtcdRelease.BINARIES):
+        return
+    try:
+        arch = arch_for(host.get_fact(Arch), ETCD_ARCHES, "etcd")
+    except ValueError as e:
+        raise PyinfraError(f"host {me.name}: {e}") from None
+    sha256 = s.etcd_sha256.get(arch)
+    if not sha256:
+        raise PyinfraError(
+            f"host {me.name}: `etcd_sha256` has no pin for architecture {arch!r} "
+            f"(pinned: {', '.join(sorted(s.etcd_sha256)) or 'none'})"
+        )
+    release = EtcdRelease(s.etcd_version, arch)
+    local_dir = controller_dir(s.etcd_release_url)
+    _prepare_dirs(s.bin_dir)
+    installed_op = install_tarball(
+        location=release.location(local_dir or s.etcd_release_url),
+        tarball_name=release.tarball,
+        from_controller=local_dir is not None,
+        sha256=sha256,
+        binaries=EtcdRelease.BINARIES,
+        optional=EtcdRelease.OPTIONAL,
+        bin_dir=s.bin_dir,
+        label=f"etcd {s.etcd_version}",
+    )
+    # An upgrade: the running member keeps the old binary until it restarts.
+    # Type=notify: each restart returns once the member serves again.
+    service = f"{s.etcd_service_name}.service"
+    server.shell(
+        name=f"Restart {service} if running (new etcd binaries)",
+        commands=[
+            f"if systemctl is-active --quiet {service}; then systemctl restart {service}; fi"
+        ],
+        _if=installed_op.did_change,
+        _serial=True,
+    )

@@ -54,6 +54,8 @@ def chain(*mutations):
     return mutate
 
 
+RELEASE = {"etcd_install_source": "release", "etcd_sha256": {"amd64": "a" * 64}}
+
 CASES = [
     ("no cert-manager", groups("etcd-k8s-1", "etcd"), "no cert-manager"),
     (
@@ -178,6 +180,32 @@ CASES = [
     ("boolean as string", everywhere(renew_persistent="yes"), "`renew_persistent` must be True"),
     ("multi-line post command", everywhere(renew_post_command="a\nb"), "`renew_post_command`"),
     ("bad OnCalendar", everywhere(renew_on_calendar="daily;reboot"), "`renew_on_calendar`"),
+    (
+        "etcd release without a sha256 pin",
+        everywhere(etcd_install_source="release"),
+        "`etcd_sha256` must pin the tarball's sha256 per arch for source 'release'",
+    ),
+    (
+        "etcd release URL neither http(s) nor a controller directory",
+        everywhere(**RELEASE, etcd_release_url="ftp://mirror/etcd"),
+        "`etcd_release_url` = 'ftp://mirror/etcd': must be an http(s):// URL (each host "
+        "downloads the tarball) or a directory on the controller",
+    ),
+    (
+        "etcd release URL a relative directory",
+        everywhere(**RELEASE, etcd_release_url="mirror/etcd"),
+        "`etcd_release_url` = 'mirror/etcd': must be an http(s):// URL",
+    ),
+    (
+        "etcd release file:// URL with a host",
+        everywhere(**RELEASE, etcd_release_url="file://mirror/etcd"),
+        "a file:// URL names a directory on the controller: file:///path, no host",
+    ),
+    (
+        "etcd version not x.y.z",
+        everywhere(**RELEASE, etcd_version="v3.5"),
+        "`etcd_version` = 'v3.5' is not a version like 3.5.16",
+    ),
 ]
 
 
@@ -201,6 +229,19 @@ def test_every_problem_is_reported_at_once(defaults):
 
 def test_the_defaults_are_valid(defaults):
     build_plan(seed_hosts(defaults))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/etcd-io/etcd/releases/download",
+        "http://172.30.99.1:8099/etcd-io/etcd/releases/download",
+        "/srv/mirror/etcd-io/etcd/releases/download",
+        "file:///srv/mirror/etcd-io/etcd/releases/download",
+    ],
+)
+def test_etcd_release_urls_and_controller_directories_are_accepted(defaults, url):
+    build_plan(everywhere(**RELEASE, etcd_release_url=url)(seed_hosts(defaults)))
 
 
 @pytest.mark.parametrize(
