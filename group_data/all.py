@@ -129,9 +129,16 @@ etcd_data_root = "/var/lib/etcd"
 etcd_client_port = 2379
 etcd_peer_port = 2380
 # Where etcd comes from: "debian" (packages etcd-server, etcd-client) or "release"
-# (the official tarball etcd-v<version>-linux-<arch>.tar.gz from `etcd_release_url`,
-# verified against `etcd_sha256[arch]`, installed into bin_dir).
+# (the official tarball: etcd, etcdctl, etcdutl installed into bin_dir; the deploy
+# then also creates the `etcd_user` system user and `etcd_data_root`).
 etcd_install_source = "debian"
+# For "release": the version, and where its tarball is:
+#   {etcd_release_url}/v{etcd_version}/etcd-v{etcd_version}-linux-{arch}.tar.gz
+# An http(s) URL (GitHub below, or a mirror with the same layout) is downloaded by
+# each host; a directory on the controller (an absolute path or file:///path, for
+# air-gapped sites) is uploaded to each host.
 etcd_version = "3.5.16"
 etcd_release_url = "https://github.com/etcd-io/etcd/releases/download"
+# Required for "release": the tarball's sha256 per architecture ({"amd64": "<64 hex>"}).
+# Checked on the host before any binary is replaced.
 etcd_sha256: dict[str, str] = {}
