@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from pyinfra import host, inventory
+import os
+from hashlib import sha1
+
+import gevent.lock
+from pyinfra import host, inventory, state
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.util import get_template
 from pyinfra.context import ctx_inventory
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
 from etcd_pki.settings import ConfigError
 from facts.pki import PublicFile
+from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
 _plans: dict[int, ClusterPlan] = {}
 
@@ -52,6 +58,7 @@ def step_bin(plan_host: HostPlan) -> str:
 
 
 _roots: dict[tuple[int, str], str] = {}
+_roots_lock = gevent.lock.BoundedSemaphore()
 
 
 def ca_root_pem() -> str:
@@ -61,12 +68,30 @@ def ca_root_pem() -> str:
     """
     plan = get_plan()
     key = (id(ctx_inventory.get()), plan.active_ca)
-    if key not in _roots:
-        path = f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
-        pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
-        if not pem:
-            raise PyinfraError(
-                f"the CA root {path} is missing on {plan.active_ca}; did step-ca init fail there?"
-            )
-        _roots[key] = pem
+    with _roots_lock:  # every host asks at once: read it once, not once per host
+        if key not in _roots:
+            path = f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
+            pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
+            if not pem:
+                raise PyinfraError(
+                    f"the CA root {path} is missing on {plan.active_ca}; "
+                    "did step-ca init fail there?"
+                )
+            _roots[key] = pem
     return _roots[key]
+
+
+def snapshot(**want: frozenset) -> Snapshot:
+    """This host's paths and units listed in ``want`` (see facts.snapshot.Want), read
+    with one command. At prepare time: the state before the run."""
+    wanted = Want(**{k: frozenset(v) for k, v in want.items()})
+    return parse(host.get_fact(HostSnapshot, want=wanted), wanted)
+
+
+def rendered_sha1(src: str, **data) -> str:
+    """sha1 of what ``files.template(src=src, **data)`` uploads on this host."""
+    data.setdefault("host", host)
+    data.setdefault("state", state)
+    data.setdefault("inventory", state.inventory)
+    path = os.path.join(state.cwd, src) if state.cwd else src
+    return sha1(get_template(path).render(data).encode()).hexdigest()

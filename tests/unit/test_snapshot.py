@@ -1,0 +1,97 @@
+"""facts/snapshot.py: parsing, and "would this operation change nothing?" answers."""
+
+from __future__ import annotations
+
+import base64
+
+from facts.snapshot import HostSnapshot, Want, parse
+
+WANT = Want(
+    stat=frozenset({"/etc/etcd", "/etc/etcd/etcd.env", "/etc/etcd/ssl/peer-ca.crt", "/gone"}),
+    sha1=frozenset({"/etc/etcd/etcd.env"}),
+    links=frozenset({"/etc/etcd/ssl/peer-ca.crt"}),
+    contents=frozenset({"/etc/step/config/defaults.json", "/etc/etcd/ssl/root_ca.crt"}),
+    units=frozenset({"etcd.service", "step-renew-a.timer", "gone.timer"}),
+    finds=frozenset({("/etc/systemd/system", "step-renew-*")}),
+)
+DEFAULTS = '{"ca-url": "https://10.0.0.1:9000"}'  # no final newline, like step writes it
+
+
+def output() -> list[str]:
+    return [
+        "==> stat",
+        "directory|root|root|755|/etc/etcd",
+        "regular file|root|root|644|/etc/etcd/etcd.env",
+        "symbolic link|root|root|777|/etc/etcd/ssl/peer-ca.crt",
+        "==> sha1",
+        "0123abcd  /etc/etcd/etcd.env",
+        "==> link /etc/etcd/ssl/peer-ca.crt",
+        "root_ca.crt",
+        "==> content /etc/etcd/ssl/root_ca.crt",
+        "",
+        "==> content /etc/step/config/defaults.json",
+        base64.b64encode(DEFAULTS.encode()).decode(),
+        "==> find /etc/systemd/system step-renew-*",
+        "/etc/systemd/system/step-renew-a.service",
+        "/etc/systemd/system/step-renew-a.timer",
+        "==> units",
+        "Id=etcd.service",
+        "SubState=running",
+        "UnitFileState=enabled",
+        "",
+        "UnitFileState=enabled",  # order inside a block does not matter
+        "SubState=waiting",
+        "Id=step-renew-a.timer",
+        "",
+        "Id=gone.timer",
+        "SubState=dead",
+        "UnitFileState=",
+    ]
+
+
+def test_paths_links_and_checksums():
+    snap = parse(output(), WANT)
+    assert snap.is_directory("/etc/etcd", user="root", group="root", mode="755")
+    assert not snap.is_directory("/etc/etcd", mode="700")
+    assert not snap.is_directory("/etc/etcd", user="etcd")
+    assert not snap.is_directory("/etc/etcd/etcd.env")
+    assert snap.is_file("/etc/etcd/etcd.env", mode="644")
+    assert snap.has_content("/etc/etcd/etcd.env", "0123abcd", mode="644")
+    assert not snap.has_content("/etc/etcd/etcd.env", "ffff", mode="644")
+    assert not snap.has_content("/etc/etcd/etcd.env", "0123abcd", mode="600")
+    assert snap.is_link("/etc/etcd/ssl/peer-ca.crt", "root_ca.crt")
+    assert not snap.is_link("/etc/etcd/ssl/peer-ca.crt", "other.crt")
+    assert not snap.is_file("/gone") and not snap.is_directory("/gone")
+
+
+def test_what_was_not_asked_for_never_reads_as_unchanged():
+    snap = parse(output(), Want())
+    assert not snap.is_directory("/etc/etcd")
+    assert not snap.has_content("/etc/etcd/etcd.env", "0123abcd")
+    assert not snap.is_link("/etc/etcd/ssl/peer-ca.crt", "root_ca.crt")
+    assert not snap.unit_is("etcd.service", running=True, enabled=True)
+
+
+def test_contents_read_like_public_file():
+    snap = parse(output(), WANT)
+    assert snap.contents["/etc/etcd/ssl/root_ca.crt"] is None  # missing or empty
+    assert snap.contents["/etc/step/config/defaults.json"] == DEFAULTS + "\n"
+
+
+def test_units_and_find():
+    snap = parse(output(), WANT)
+    assert snap.unit_is("etcd.service", running=True, enabled=True)
+    assert snap.unit_is("step-renew-a.timer", running=True, enabled=True)  # waiting = running
+    assert not snap.unit_is("gone.timer", running=True, enabled=True)
+    assert snap.unit_is("gone.timer", running=False, enabled=False)
+    assert snap.found[("/etc/systemd/system", "step-renew-*")] == [
+        "/etc/systemd/system/step-renew-a.service",
+        "/etc/systemd/system/step-renew-a.timer",
+    ]
+
+
+def test_command_reads_each_thing_once_and_always_succeeds():
+    command = HostSnapshot().command(WANT)
+    assert command.count("stat --printf") == 1 and command.count("sha1sum") == 1
+    assert command.count("systemctl show") == 1 and command.endswith("; true")
+    assert "base64 -w0 /etc/step/config/defaults.json" in command
