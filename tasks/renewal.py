@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import CertSpec, HostPlan
-from tasks.common import this_host
+from tasks.common import rendered_sha1, snapshot, this_host
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "step-renew-"
+SUFFIXES = ("service", "timer")
 
 
 def unit_data(me: HostPlan, cert: CertSpec) -> dict:
@@ -44,23 +43,30 @@ def renewal_units() -> None:
         renewal_units()
     """
     me = this_host()
+    units = [(cert, f"{UNIT_DIR}/{cert.unit}.{sfx}", sfx) for cert in me.certs for sfx in SUFFIXES]
+    timers = [f"{cert.unit}.timer" for cert in me.certs]
+    # One command reads every unit file, timer and stale unit; operations are emitted
+    # only where something differs (this task is the only writer of these units).
+    pattern = (UNIT_DIR, f"{UNIT_PREFIX}*")
+    paths = [path for _, path, _ in units]
+    before = snapshot(stat=paths, sha1=paths, units=timers, finds={pattern})
     changed = []
-    for cert in me.certs:
+    for cert, dest, suffix in units:
         data = unit_data(me, cert)
-        for suffix in ("service", "timer"):
-            changed.append(
-                files.template(
-                    name=f"Renewal {suffix} of the {cert.kind} certificate",
-                    src=f"templates/step-renew.{suffix}.j2",
-                    dest=f"{UNIT_DIR}/{cert.unit}.{suffix}",
-                    mode="644",
-                    **data,
-                )
+        src = f"templates/step-renew.{suffix}.j2"
+        if before.has_content(dest, rendered_sha1(src, **data), mode="644"):
+            continue
+        changed.append(
+            files.template(
+                name=f"Renewal {suffix} of the {cert.kind} certificate",
+                src=src,
+                dest=dest,
+                mode="644",
+                **data,
             )
+        )
 
-    wanted = {f"{UNIT_DIR}/{c.unit}.{sfx}" for c in me.certs for sfx in ("service", "timer")}
-    present = host.get_fact(FindFiles, path=UNIT_DIR, fname=f"{UNIT_PREFIX}*", maxdepth=1) or []
-    stale = sorted(set(present) - wanted)
+    stale = sorted(set(before.found[pattern]) - set(paths))
     for timer in (p for p in stale if p.endswith(".timer")):
         name = timer.rsplit("/", 1)[-1]
         server.shell(
@@ -74,10 +80,12 @@ def renewal_units() -> None:
         systemd.daemon_reload(
             name="systemd daemon-reload (renewal units)", _if=any_changed(*changed)
         )
-    for cert in me.certs:
+    for cert, timer in zip(me.certs, timers, strict=True):
+        if before.unit_is(timer, running=True, enabled=True):
+            continue
         systemd.service(
             name=f"Renewal timer of the {cert.kind} certificate enabled and active",
-            service=f"{cert.unit}.timer",
+            service=timer,
             running=True,
             enabled=True,
         )
