@@ -19,13 +19,16 @@ from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
-from tasks.common import get_plan, pyinfra_host, this_host
+from tasks.common import get_plan, pyinfra_host, rendered_sha1, snapshot, this_host
 from tasks.install import install_etcd_release
 
 ETC_DIR = "/etc/etcd"
 ENV_FILE = f"{ETC_DIR}/etcd.env"
 INITIAL_ENV_FILE = f"{ETC_DIR}/initial-cluster.env"
 PACKAGES = ("etcd-server", "etcd-client")
+ENV_TEMPLATE = "templates/etcd.env.j2"
+UNIT_TEMPLATE = "templates/etcd.service.j2"
+MEMBERS_MARK = "__members__"
 
 
 def etcd_bins(me: HostPlan) -> tuple[str, str]:
@@ -166,36 +169,53 @@ def configure_etcd() -> None:
     service = f"{s.etcd_service_name}.service"
     etcd_bin, _ = etcd_bins(me)
 
-    files.directory(name=f"Directory {ETC_DIR}", path=ETC_DIR, mode="755")
-    files.directory(
-        name=f"Directory {me.etcd_data_dir}",
-        path=me.etcd_data_dir,
-        user=s.etcd_user,
-        group=s.etcd_user,
-        mode="700",
+    unit_path = f"/etc/systemd/system/{service}"
+    member_path = f"{me.etcd_data_dir}/member"
+    env_data = {"me": me, "s": s, "server": me.cert("server"), "peer": me.cert("peer")}
+    unit_data = {
+        "me": me,
+        "s": s,
+        "env_file": ENV_FILE,
+        "initial_env_file": INITIAL_ENV_FILE,
+        "etcd_bin": etcd_bin,
+    }
+    # One command reads what the operations below would check; each is emitted only
+    # where something differs (nothing earlier in the deploy writes these paths).
+    before = snapshot(
+        stat={ETC_DIR, me.etcd_data_dir, member_path, ENV_FILE, unit_path},
+        sha1={ENV_FILE, unit_path},
+        units={service, "etcd.service"},
     )
-    env = files.template(
-        name=f"{ENV_FILE} (mutual TLS on client and peer ports)",
-        src="templates/etcd.env.j2",
-        dest=ENV_FILE,
-        mode="644",
-        me=me,
-        s=s,
-        server=me.cert("server"),
-        peer=me.cert("peer"),
-    )
-    unit = files.template(
-        name=f"{service} unit",
-        src="templates/etcd.service.j2",
-        dest=f"/etc/systemd/system/{service}",
-        mode="644",
-        me=me,
-        s=s,
-        env_file=ENV_FILE,
-        initial_env_file=INITIAL_ENV_FILE,
-        etcd_bin=etcd_bin,
-    )
-    if s.etcd_service_name != "etcd":
+    if not before.is_directory(ETC_DIR, mode="755"):
+        files.directory(name=f"Directory {ETC_DIR}", path=ETC_DIR, mode="755")
+    if not before.is_directory(me.etcd_data_dir, user=s.etcd_user, group=s.etcd_user, mode="700"):
+        files.directory(
+            name=f"Directory {me.etcd_data_dir}",
+            path=me.etcd_data_dir,
+            user=s.etcd_user,
+            group=s.etcd_user,
+            mode="700",
+        )
+    env = unit = reload = None
+    if not before.has_content(ENV_FILE, rendered_sha1(ENV_TEMPLATE, **env_data), mode="644"):
+        env = files.template(
+            name=f"{ENV_FILE} (mutual TLS on client and peer ports)",
+            src=ENV_TEMPLATE,
+            dest=ENV_FILE,
+            mode="644",
+            **env_data,
+        )
+    if not before.has_content(unit_path, rendered_sha1(UNIT_TEMPLATE, **unit_data), mode="644"):
+        unit = files.template(
+            name=f"{service} unit",
+            src=UNIT_TEMPLATE,
+            dest=unit_path,
+            mode="644",
+            **unit_data,
+        )
+    if s.etcd_service_name != "etcd" and not before.unit_is(
+        "etcd.service", running=False, enabled=False
+    ):
         # The package's own etcd.service would hold 127.0.0.1:2379.
         systemd.service(
             name="Package default etcd.service stopped and disabled",
@@ -203,12 +223,12 @@ def configure_etcd() -> None:
             running=False,
             enabled=False,
         )
-    reload = systemd.daemon_reload(
-        name="systemd daemon-reload (etcd unit changed)", _if=unit.did_change
-    )
+    if unit:
+        reload = systemd.daemon_reload(
+            name="systemd daemon-reload (etcd unit changed)", _if=unit.did_change
+        )
 
-    member_dir = host.get_fact(Directory, path=f"{me.etcd_data_dir}/member")
-    if not member_dir:
+    if not before.is_directory(member_path):
         if _cluster_exists(plan, me):
             joined = python.call(
                 name="Join the running cluster (etcdctl member add)",
@@ -230,20 +250,27 @@ def configure_etcd() -> None:
         )
         waited_on = [joined, started]
     else:
-        started = systemd.service(
-            name=f"Restart {service} (configuration changed)",
-            service=service,
-            restarted=True,
-            _if=any_changed(env, unit, reload),
-            _serial=True,  # one member at a time keeps quorum
-        )
-        waited_on = [started]
-        systemd.service(
-            name=f"{service} enabled and running",
-            service=service,
-            running=True,
-            enabled=True,
-        )
+        waited_on = []
+        changed = [op for op in (env, unit, reload) if op]
+        if changed:
+            waited_on.append(
+                systemd.service(
+                    name=f"Restart {service} (configuration changed)",
+                    service=service,
+                    restarted=True,
+                    _if=any_changed(*changed),
+                    _serial=True,  # one member at a time keeps quorum
+                )
+            )
+        if not before.unit_is(service, running=True, enabled=True):
+            systemd.service(
+                name=f"{service} enabled and running",
+                service=service,
+                running=True,
+                enabled=True,
+            )
+    if not waited_on:
+        return
     health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")
     server.shell(
         name="Wait until etcd is healthy",
@@ -268,20 +295,23 @@ def report_health() -> None:
     local = f"https://127.0.0.1:{me.settings.etcd_client_port}"
 
     def report() -> bool:
+        # One command: the status, then (if it succeeded) the member list.
+        status = etcdctl(me, local, "endpoint", "status", "-w", "simple")
+        members = etcdctl(me, local, "member", "list", "-w", "simple")
         ok, out = host.run_shell_command(
-            StringCommand(etcdctl(me, local, "endpoint", "status", "-w", "simple"))
+            StringCommand(f"{status} && {{ echo {MEMBERS_MARK}; {members}; true; }}")
         )
         if not ok:
             raise PyinfraError(f"etcd on {me.name} is not healthy: {out.stderr[-300:]}")
-        ok, members = host.run_shell_command(
-            StringCommand(etcdctl(me, local, "member", "list", "-w", "simple"))
-        )
+        lines = out.stdout_lines
+        cut = lines.index(MEMBERS_MARK) if MEMBERS_MARK in lines else len(lines)
         # endpoint status simple: endpoint, ID, version, db size, is leader, ...
-        fields = [f.strip() for f in out.stdout.split(",")]
+        fields = [f.strip() for f in ",".join(lines[:cut]).split(",")]
         role = "leader" if len(fields) > 4 and fields[4] == "true" else "follower"
+        version = fields[2] if len(fields) > 2 else "?"
         logger.info(
-            f"{host.print_prefix}etcd healthy: {role}, version {fields[2]}, "
-            f"{len(members.stdout_lines)} members"
+            f"{host.print_prefix}etcd healthy: {role}, version {version}, "
+            f"{len(lines[cut + 1 :])} members"
         )
         return False  # reporting is not a change
 
