@@ -5,31 +5,32 @@ from __future__ import annotations
 import json
 from io import StringIO
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, python, server
 
 from etcd_pki.certs import fingerprint
-from facts.pki import PublicFile
-from tasks.common import ca_root_pem, get_plan, this_host
+from tasks.common import ca_root_pem, get_plan, snapshot, this_host
 
 
 def _bootstrap_state() -> tuple[bool, bool]:
-    """(root file differs, step's CA URL/fingerprint differ), read at execute time."""
+    """(root file differs, step's CA URL/fingerprint differ), read at execute time.
+
+    Both files are read with one command.
+    """
     plan = get_plan()
     s = this_host().settings
     root = ca_root_pem()
-    have_root = host.get_fact(PublicFile, path=f"{s.ssl_dir}/root_ca.crt")
-    defaults_text = host.get_fact(PublicFile, path=f"{s.step_dir}/config/defaults.json")
+    root_path, defaults_path = f"{s.ssl_dir}/root_ca.crt", f"{s.step_dir}/config/defaults.json"
+    found = snapshot(contents={root_path, defaults_path}).contents
     try:
-        defaults = json.loads(defaults_text or "{}")
+        defaults = json.loads(found[defaults_path] or "{}")
     except ValueError:
         defaults = {}
     step_stale = (defaults.get("ca-url"), defaults.get("fingerprint")) != (
         plan.ca_url,
         fingerprint(root),
     )
-    return have_root != root, step_stale
+    return found[root_path] != root, step_stale
 
 
 @deploy("Trust the CA")
@@ -45,7 +46,10 @@ def trust_ca() -> None:
     plan = get_plan()
     s = this_host().settings
     root_path = f"{s.ssl_dir}/root_ca.crt"
-    files.directory(name=f"Directory {s.ssl_dir}", path=s.ssl_dir, mode="755")
+    links = [f"{s.ssl_dir}/{link}" for link in ("peer-ca.crt", "client-ca.crt")]
+    before = snapshot(stat={s.ssl_dir, *links}, links=links)
+    if not before.is_directory(s.ssl_dir, mode="755"):
+        files.directory(name=f"Directory {s.ssl_dir}", path=s.ssl_dir, mode="755")
 
     def install_root() -> None:
         files.put(
@@ -65,19 +69,24 @@ def trust_ca() -> None:
             ],
         )
 
+    found: list[tuple[bool, bool]] = []  # read once, when the first check runs
+
+    def differs(which: int) -> bool:
+        # Installing the root does not change what the second check reads.
+        if not found:
+            found.append(_bootstrap_state())
+        return found[0][which]
+
     python.call(
         name=f"Install {root_path} from the CA",
         function=install_root,
-        _if=lambda: _bootstrap_state()[0],
+        _if=lambda: differs(0),
     )
     python.call(
         name=f"Bootstrap step against {plan.ca_url}",
         function=bootstrap,
-        _if=lambda: _bootstrap_state()[1],
+        _if=lambda: differs(1),
     )
-    for link in ("peer-ca.crt", "client-ca.crt"):
-        files.link(
-            name=f"{s.ssl_dir}/{link} -> root_ca.crt",
-            path=f"{s.ssl_dir}/{link}",
-            target="root_ca.crt",
-        )
+    for path in links:
+        if not before.is_link(path, "root_ca.crt"):
+            files.link(name=f"{path} -> root_ca.crt", path=path, target="root_ca.crt")
