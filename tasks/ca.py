@@ -15,7 +15,8 @@ from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_nam
 from etcd_pki.settings import Settings, parse_duration
 from facts.pki import CaClaims, PublicFile
 from facts.redundancy import CaDnsNames
-from tasks.common import get_plan, this_host
+from facts.snapshot import Snapshot
+from tasks.common import get_plan, rendered_sha1, snapshot, this_host
 
 # (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
 # reads it at run time. The intermediate key and its password belong to the CA user.
@@ -97,9 +98,20 @@ def _owner(value: str, s: Settings) -> str:
     return s.ca_user if value == "CA" else value
 
 
-def ca_account(s: Settings) -> None:
-    """The system user and group step-ca runs as (also on standbys: they own its files)."""
-    server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
+NOLOGIN = "/usr/sbin/nologin"
+UNIT_TEMPLATE = "templates/step-ca.service.j2"
+UNIT_PATH = "/etc/systemd/system/step-ca.service"
+
+
+def ca_account(s: Settings, before: Snapshot | None = None) -> None:
+    """The system user and group step-ca runs as (also on standbys: they own its files).
+
+    With ``before`` (see ca_snapshot), operations it shows nothing to do for are left out.
+    """
+    if not (before and before.has_group(s.ca_user)):
+        server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
+    if before and before.has_user(s.ca_user, group=s.ca_user, home=s.ca_dir, shell=NOLOGIN):
+        return
     server.user(
         name=f"CA user {s.ca_user}",
         user=s.ca_user,
@@ -108,28 +120,59 @@ def ca_account(s: Settings) -> None:
         home=s.ca_dir,
         create_home=False,
         ensure_home=False,
-        shell="/usr/sbin/nologin",
+        shell=NOLOGIN,
     )
 
 
-def ca_permissions(s: Settings) -> None:
-    """Owner and mode of every CA file and directory (CA_FILES, CA_DIRS)."""
+def ca_permissions(s: Settings, before: Snapshot | None = None) -> None:
+    """Owner and mode of every CA file and directory (CA_FILES, CA_DIRS).
+
+    With ``before``, files and directories it shows right are left out: pass it only
+    when nothing earlier in the run can have changed them.
+    """
     d = s.ca_dir
     for path, owner, group, mode in CA_FILES:
+        user, grp = _owner(owner, s), _owner(group, s)
+        if before and before.is_file(f"{d}/{path}", user=user, group=grp, mode=mode):
+            continue
         files.file(
-            name=f"{d}/{path} {_owner(owner, s)}:{_owner(group, s)} {mode}",
+            name=f"{d}/{path} {user}:{grp} {mode}",
             path=f"{d}/{path}",
-            user=_owner(owner, s),
-            group=_owner(group, s),
+            user=user,
+            group=grp,
             mode=mode,
             touch=False,
         )
     for path, owner, group, mode in CA_DIRS:
-        _directory(d, path, owner, group, mode, s)
+        _directory(d, path, owner, group, mode, s, before)
 
 
-def _directory(ca_dir: str, path: str, owner: str, group: str, mode: str, s: Settings) -> None:
+def ca_snapshot(s: Settings) -> Snapshot:
+    """The CA's account, files, directories, unit and service before the run (one
+    command; owner, group and mode only: no CA file is read)."""
+    d = s.ca_dir
+    paths = {f"{d}/{p}".rstrip("/") for p, *_ in (*CA_FILES, *CA_DIRS)}
+    return snapshot(
+        stat={*paths, UNIT_PATH},
+        sha1={UNIT_PATH},
+        units={"step-ca.service"},
+        users={s.ca_user},
+        groups={s.ca_user},
+    )
+
+
+def _directory(
+    ca_dir: str,
+    path: str,
+    owner: str,
+    group: str,
+    mode: str,
+    s: Settings,
+    before: Snapshot | None = None,
+) -> None:
     full = f"{ca_dir}/{path}".rstrip("/")
+    if before and before.is_directory(full, _owner(owner, s), _owner(group, s), mode):
+        return
     files.directory(
         name=f"{full} {_owner(owner, s)}:{_owner(group, s)} {mode}",
         path=full,
@@ -154,10 +197,14 @@ def init_ca() -> None:
     s = me.settings
     d = s.ca_dir
 
-    ca_account(s)
+    # Operations the snapshot shows nothing to do for are left out. The account and the
+    # unit are written by nothing else; files and directories only while nothing below
+    # touches the CA (no init, lifetimes or names change): see `untouched`.
+    before = ca_snapshot(s)
+    ca_account(s, before)
     # Only the top and secrets/ before init: `step ca init` creates the rest.
     for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
-        _directory(d, path, owner, group, mode, s)
+        _directory(d, path, owner, group, mode, s, before)
 
     claims = host.get_fact(CaClaims, ca_json=f"{d}/config/ca.json")
     if claims is None:
@@ -178,11 +225,11 @@ def init_ca() -> None:
             commands=[init_command(plan, s)],
         )
         claims_changed = initialised
-        names_changed = None
+        names_changed = url_changed = None
     else:
         initialised = None
         claims_changed = None
-        names_changed = _converge_ca_names(plan, s)
+        names_changed, url_changed = _converge_ca_names(plan, s)
         if not claims_match(claims, s):
             claims_changed = server.shell(
                 name=f"Set certificate lifetimes in ca.json (min {s.cert_lifetime_min}, "
@@ -190,31 +237,37 @@ def init_ca() -> None:
                 commands=[claims_command(s)],
             )
 
-    ca_permissions(s)
+    untouched = claims is not None and not (claims_changed or names_changed or url_changed)
+    ca_permissions(s, before if untouched else None)
 
-    unit = files.template(
-        name="step-ca systemd unit",
-        src="templates/step-ca.service.j2",
-        dest="/etc/systemd/system/step-ca.service",
-        mode="644",
-        ca_dir=d,
-        ca_user=s.ca_user,
-        bin_dir=s.bin_dir,
-        ca_port=s.ca_port,
-    )
-    systemd.daemon_reload(name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change)
-    restarted = systemd.service(
-        name="Restart step-ca (unit or its own TLS names changed)",
-        service="step-ca.service",
-        restarted=True,
-        _if=any_changed(unit, *([names_changed] if names_changed else [])),
-    )
-    started = systemd.service(
-        name="step-ca enabled and running",
-        service="step-ca.service",
-        running=True,
-        enabled=True,
-    )
+    unit_data = {"ca_dir": d, "ca_user": s.ca_user, "bin_dir": s.bin_dir, "ca_port": s.ca_port}
+    unit = None
+    if not before.has_content(UNIT_PATH, rendered_sha1(UNIT_TEMPLATE, **unit_data), mode="644"):
+        unit = files.template(
+            name="step-ca systemd unit",
+            src=UNIT_TEMPLATE,
+            dest=UNIT_PATH,
+            mode="644",
+            **unit_data,
+        )
+        systemd.daemon_reload(
+            name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change
+        )
+    restarted = started = None
+    if unit or names_changed:
+        restarted = systemd.service(
+            name="Restart step-ca (unit or its own TLS names changed)",
+            service="step-ca.service",
+            restarted=True,
+            _if=any_changed(*(op for op in (unit, names_changed) if op)),
+        )
+    if initialised or not before.unit_is("step-ca.service", running=True, enabled=True):
+        started = systemd.service(
+            name="step-ca enabled and running",
+            service="step-ca.service",
+            running=True,
+            enabled=True,
+        )
     if claims_changed is not None and initialised is None:
         systemd.service(
             name="Reload step-ca (new lifetimes)",
@@ -222,6 +275,9 @@ def init_ca() -> None:
             reloaded=True,
             _if=claims_changed.did_change,
         )
+    waited_on = [op for op in (restarted, started, initialised, claims_changed) if op]
+    if not waited_on:
+        return
     server.shell(
         name="Wait until step-ca answers",
         commands=[
@@ -230,7 +286,7 @@ def init_ca() -> None:
             f"echo 'step-ca did not answer on {plan.ca_url} within 30 s; "
             "see journalctl -u step-ca' >&2; exit 1"
         ],
-        _if=any_changed(*(op for op in (restarted, started, initialised, claims_changed) if op)),
+        _if=any_changed(*waited_on),
     )
 
 
@@ -239,7 +295,8 @@ def _converge_ca_names(plan: ClusterPlan, s: Settings):
     CA's defaults.json `ca-url` match this host. They differ after a failover (the
     material was copied from the previous active) or a change of `ca_extra_sans`.
 
-    Returns the operation that rewrites `dnsNames` (step-ca must restart), or None.
+    Returns the operations that rewrite `dnsNames` (step-ca must restart) and the
+    `ca-url`, each None when there is nothing to rewrite.
     """
     d = s.ca_dir
     names = host.get_fact(CaDnsNames, ca_json=f"{d}/config/ca.json")
@@ -251,9 +308,10 @@ def _converge_ca_names(plan: ClusterPlan, s: Settings):
         )
     defaults = f"{d}/config/defaults.json"
     url = defaults_ca_url(host.get_fact(PublicFile, path=defaults))
+    url_changed = None
     if url is not None and url != plan.ca_url:
-        server.shell(
+        url_changed = server.shell(
             name=f"{defaults} ca-url: {plan.ca_url} (was {url})",
             commands=[set_ca_url_command(defaults, plan.ca_url)],
         )
-    return changed
+    return changed, url_changed
