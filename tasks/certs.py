@@ -93,6 +93,10 @@ def issue_certificates() -> None:
         found: dict[str, CertOnHost] = host.get_fact(
             CertStates, certs=me.certs, step=f"{s.bin_dir}/step"
         )
+        if set(found) != {c.name for c in me.certs}:
+            # Every section is printed even for missing files: an incomplete answer is a
+            # failed read, which must not be mistaken for "missing" and re-issued.
+            raise PyinfraError(f"could not read the certificates on {me.name}; nothing re-issued")
         root = ca_root_pem()
         todo["issue"], todo["fix"] = [], []
         for cert in me.certs:
