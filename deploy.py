@@ -8,6 +8,7 @@ Phases, in order, each one module in tasks/:
   age on cert-managers (standbys)   tasks/redundancy.py
   step-ca on the active manager     tasks/ca.py
   CA material on standbys           tasks/redundancy.py (encrypted end to end)
+  no CA keys on other hosts         tasks/redundancy.py
   trust the CA on every host        tasks/bootstrap.py
   issue certificates                tasks/certs.py
   renewal services and timers       tasks/renewal.py
@@ -21,7 +22,13 @@ from tasks.certs import issue_certificates
 from tasks.common import get_plan, this_host
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
-from tasks.redundancy import check_ca_material, copy_ca_material, install_age, standby_ca
+from tasks.redundancy import (
+    check_ca_material,
+    copy_ca_material,
+    install_age,
+    retire_ca_material,
+    standby_ca,
+)
 from tasks.renewal import renewal_units
 
 me = this_host()  # validates the whole inventory first: bad input stops here
@@ -36,6 +43,8 @@ if me.is_active_ca:
     init_ca()
 elif me.is_cert_manager:
     standby_ca()
+else:
+    retire_ca_material()  # a former cert-manager keeps no CA keys
 if me.is_cert_manager and get_plan().standbys:
     copy_ca_material()  # one operation on all cert-managers: runs after init_ca
 trust_ca()

@@ -138,6 +138,46 @@ def check_ca_material() -> None:
     )
 
 
+@deploy("Retire CA material")
+def retire_ca_material() -> None:
+    """Remove the CA from a host that is no longer a cert-manager (CA keys belong on
+    cert-managers only). Only a copy of the active CA is removed: a host holding a
+    different CA is refused and left as it is, since that material may be the only copy.
+
+    .. code:: python
+
+        retire_ca_material()
+    """
+    plan = get_plan()
+    s = this_host().settings
+    if not host.get_fact(File, path=f"{s.ca_dir}/config/ca.json"):
+        return
+    mine = host.get_fact(PublicFile, path=f"{s.ca_dir}/certs/root_ca.crt")
+    active = pyinfra_host(plan.active_ca).get_fact(
+        PublicFile, path=f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
+    )
+    try:
+        same = bool(mine and active) and fingerprint(mine) == fingerprint(active)
+    except ValueError:
+        same = False
+    if not same:
+        raise PyinfraError(
+            f"{this_host().name} holds CA material in {s.ca_dir} but is not a cert-manager, "
+            f"and it is not a copy of {plan.active_ca}'s CA: move {s.ca_dir} aside by hand "
+            "(it may be the only copy of that CA), or list the host in etcd_cert_managers"
+        )
+    systemd.service(
+        name="step-ca stopped and disabled (no longer a cert-manager)",
+        service="step-ca.service",
+        running=False,
+        enabled=False,
+    )
+    server.shell(
+        name=f"Remove the copy of the CA from {s.ca_dir} (no longer a cert-manager)",
+        commands=[f"rm -rf {s.ca_dir} /etc/systemd/system/step-ca.service"],
+    )
+
+
 @deploy("Standby cert-manager")
 def standby_ca() -> None:
     """A standby keeps step-ca stopped and has the CA user that owns its files.

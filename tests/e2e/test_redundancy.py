@@ -504,3 +504,31 @@ def test_after_the_restore_a_second_run_changes_nothing(fresh_ca_node):
     run = deploy(ha.inventories["back"])
     assert run.rc == 0, run.output[-3000:]
     assert run.changed == 0, run.changed_operations()
+
+
+# --- phase 6: a cert-manager is demoted ----------------------------------------------
+
+
+def test_a_demoted_cert_manager_keeps_no_ca_keys(fresh_ca_node):
+    ha = fresh_ca_node
+    # A different CA on a host that never was a cert-manager is refused, not deleted.
+    sh("etcd-k8s-3", f"mkdir -p {CA}/config {CA}/certs && echo '{{}}' > {CA}/config/ca.json")
+    sh(
+        "etcd-k8s-3",
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        f"-subj /CN=another-ca -keyout /dev/null -out {CA}/certs/root_ca.crt 2>/dev/null",
+    )
+    refused = deploy(ha.inventories["back"])
+    assert refused.rc != 0 and "etcd-k8s-3 holds CA material" in refused.output
+    assert sh("etcd-k8s-3", f"ls {CA}/certs/root_ca.crt").strip()
+    sh("etcd-k8s-3", f"rm -rf {CA}")
+
+    inv = inventory(ha, "demoted", "etcd-k8s-2", ["etcd-k8s-2"])
+    assert sh("etcd-k8s-1", f"ls {CA}/secrets").split()  # the standby's copy
+    run = deploy(inv)
+    assert run.rc == 0, run.output[-4000:]
+    assert sh("etcd-k8s-1", f"ls -d {CA} 2>/dev/null || true").strip() == ""
+    assert is_enabled("etcd-k8s-1") != "enabled" and is_active("etcd-k8s-1") != "active"
+    assert is_active("etcd-k8s-2") == "active"
+    again = deploy(inv)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
