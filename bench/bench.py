@@ -1,10 +1,10 @@
 """Benchmark the deploy on the Docker test bed: `make bench [BENCH_ARGS="--quick ..."]`, or
 
-    .venv/bin/python bench/bench.py [--quick] [--json FILE] [--keep]
+    .venv/bin/python bench/bench.py [--quick] [--json FILE] [--keep] [--connector ssh]
                                     [--fresh-runs N] [--reruns N] [--issuance-runs N]
 
 What it measures (wall time of the whole `pyinfra -y INVENTORY deploy.py` process, from
-start to exit, docker connector, as the e2e tests run it):
+start to exit; docker connector as the e2e tests run it, unless `--connector ssh`):
 
 * fresh deploy of the 4-host cluster (3 etcd members, one of them the CA, 1 client) on
   brand-new containers: CA, certificates, renewal units, etcd;
@@ -19,6 +19,9 @@ start to exit, docker connector, as the e2e tests run it):
   that is there) and piped straight into `step ca certificate` on the requesting host
   (docker exec | docker exec): no password, key or token is written or printed outside
   the containers. Also measured: minting alone (tokens discarded inside the CA).
+
+`--connector ssh` runs every deploy over SSH (inventory_ssh.py, the same containers)
+instead of one `docker exec` per command: the per-command cost differs a lot.
 
 Counting commands: every deploy runs through bench/pyinfra_timed.py, which is the
 pyinfra CLI plus a log of every call of pyinfra's host API (`run_shell_command`,
@@ -66,6 +69,9 @@ TARGET_FRESH_4 = 60.0
 TARGET_RERUN_4 = 10.0
 TARGET_SCALE_RATIO = 2.0
 TARGET_COMMANDS = 30
+# "docker": @docker/CONTAINER hosts (docker exec per command, as the e2e tests run);
+# "ssh": the same containers over SSH (one connection per host). Set by --connector.
+CONNECTOR = "docker"
 
 _t0 = time.monotonic()
 
@@ -117,6 +123,15 @@ class Run:
         data = asdict(self)
         data.pop("records")
         return data
+
+
+def inventory(bed: tb.Bed) -> Path:
+    return bed.inventory_ssh if CONNECTOR == "ssh" else bed.inventory_docker
+
+
+def limit_name(bed: tb.Bed, node: str) -> str:
+    """The inventory name of ``node`` for --limit."""
+    return node if CONNECTOR == "ssh" else f"@docker/{bed.container(node)}"
 
 
 def _totals(output: str) -> tuple[int, int, int]:
@@ -181,9 +196,9 @@ def fresh_and_reruns(clients: int, fresh_runs: int, reruns: int) -> dict[str, An
         progress(f"{hosts} hosts: new containers ({i}/{fresh_runs})")
         bed = new_bed(clients)
         progress(f"{hosts} hosts: fresh deploy ({i}/{fresh_runs})")
-        fresh += deploy_n(bed.inventory_docker, f"fresh-{hosts}h-{i}", 1, quiet_change=True)
+        fresh += deploy_n(inventory(bed), f"fresh-{hosts}h-{i}", 1, quiet_change=True)
     progress(f"{hosts} hosts: no-change re-runs")
-    again = deploy_n(bed.inventory_docker, f"rerun-{hosts}h", reruns)
+    again = deploy_n(inventory(bed), f"rerun-{hosts}h", reruns)
     return {"hosts": hosts, "fresh": fresh, "rerun": again}
 
 
@@ -199,9 +214,9 @@ def new_bed(clients: int) -> tb.Bed:
 def add_member(bed: tb.Bed) -> Run:
     progress(f"add {NEW_MEMBER}: new container")
     bed = tb.add(NEW_MEMBER, "etcd")
-    progress(f"add {NEW_MEMBER}: deploy --limit @docker/{bed.container(NEW_MEMBER)}")
-    limit = f"@docker/{bed.container(NEW_MEMBER)}"
-    return deploy_n(bed.inventory_docker, "add-member", 1, "--limit", limit, quiet_change=True)[0]
+    limit = limit_name(bed, NEW_MEMBER)
+    progress(f"add {NEW_MEMBER}: deploy --limit {limit}")
+    return deploy_n(inventory(bed), "add-member", 1, "--limit", limit, quiet_change=True)[0]
 
 
 def _sh(script: str) -> list[str]:
@@ -388,7 +403,8 @@ def report(results: dict[str, Any]) -> str:
             f"{len(iss['hosts'])} | {len(iss['bursts'])} | {iss['per_second']:.1f} cert/s "
             f"(tokens alone {iss['mint_per_second']:.1f}/s) | - | - | - |"
         )
-    out = ["", *rows, "", "Where the time goes, last no-change re-run of 4 hosts:"]
+    head = f"Connector: {results['connector']}; {results['cpus']} CPUs."
+    out = ["", head, "", *rows, "", "Where the time goes, last no-change re-run of 4 hosts:"]
     out += where_time_goes(last)
     out.append("Where the time goes, last fresh deploy of 4 hosts:")
     out += where_time_goes(base["fresh"][-1])
@@ -417,9 +433,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reruns", type=int, help="re-runs per size (5; quick 3)")
     parser.add_argument("--issuance-runs", type=int, help="issuance bursts (3; quick 1)")
     parser.add_argument("--per-host", type=int, default=20, help="certificates per host (20)")
+    parser.add_argument(
+        "--connector",
+        choices=("docker", "ssh"),
+        default="docker",
+        help="reach the hosts with docker exec (default, as the e2e tests) or over SSH",
+    )
     if argv is None:  # `make bench BENCH_ARGS="--quick --json out.json"`
         argv = sys.argv[1:] + shlex.split(os.environ.get("BENCH_ARGS", ""))
     args = parser.parse_args(argv)
+    global CONNECTOR
+    CONNECTOR = args.connector
     quick = args.quick
     fresh_runs = args.fresh_runs or (1 if quick else 3)
     reruns = args.reruns or (3 if quick else 5)
@@ -429,13 +453,14 @@ def main(argv: list[str] | None = None) -> int:
 
     progress(
         f"instance {tb.BED.name!r} (containers {tb.BED.prefix}...), logs in {log_dir()}; "
-        f"{'quick' if quick else 'full'} run"
+        f"{'quick' if quick else 'full'} run, {CONNECTOR} connector"
     )
     results: dict[str, Any] = {
         "instance": tb.BED.name,
         "quick": quick,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": os.cpu_count(),
+        "connector": CONNECTOR,
         "load_before": os.getloadavg(),
         "scaling": [],
     }
