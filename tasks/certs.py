@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 
+import gevent.lock
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
@@ -24,6 +25,13 @@ KEY_FLAGS = {
     "RSA": "--kty RSA --size 2048",
     "OKP": "--kty OKP --curve Ed25519",
 }
+# Every host mints its tokens on the CA at the same time. Over SSH they share the CA's
+# one connection, and sshd refuses more than MaxSessions (10) channels at once: with
+# more than ~10 hosts issuing, minting failed ("ChannelException: Connect failed").
+# Minting is CPU-bound on the CA anyway (`step ca token` decrypts the provisioner key).
+MINT_AT_ONCE = 4
+_minting = gevent.lock.BoundedSemaphore(MINT_AT_ONCE)
+_connecting = gevent.lock.BoundedSemaphore(1)
 
 
 def mint_token(plan: ClusterPlan, cert: CertSpec) -> str:
@@ -37,9 +45,11 @@ def mint_token(plan: ClusterPlan, cert: CertSpec) -> str:
         f"--ca-url {plan.ca_url} --root {ca.ca_dir}/certs/root_ca.crt"
     )
     ca_host = pyinfra_host(plan.active_ca)
-    if not ca_host.connected:
-        ca_host.connect(reason="to mint a certificate token", raise_exceptions=True)
-    ok, output = ca_host.run_shell_command(StringCommand(command), print_output=False)
+    with _connecting:
+        if not ca_host.connected:
+            ca_host.connect(reason="to mint a certificate token", raise_exceptions=True)
+    with _minting:
+        ok, output = ca_host.run_shell_command(StringCommand(command), print_output=False)
     token = output.stdout.strip()
     if not ok or not token or "\n" in token:
         raise PyinfraError(
