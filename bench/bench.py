@@ -44,6 +44,7 @@ import os
 import re
 import runpy
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -490,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Killed (SIGTERM): unwind normally, so --json still gets what was measured.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     except (BenchError, tb.TestbedError) as e:
