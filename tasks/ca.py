@@ -16,7 +16,7 @@ from etcd_pki.settings import Settings, parse_duration
 from facts.pki import CaClaims, PublicFile
 from facts.redundancy import CaDnsNames
 from facts.snapshot import Snapshot
-from tasks.common import get_plan, rendered_sha1, snapshot, this_host
+from tasks.common import get_plan, rendered_sha1, snapshot, system_account, this_host
 
 # (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
 # reads it at run time. The intermediate key and its password belong to the CA user.
@@ -98,7 +98,6 @@ def _owner(value: str, s: Settings) -> str:
     return s.ca_user if value == "CA" else value
 
 
-NOLOGIN = "/usr/sbin/nologin"
 UNIT_TEMPLATE = "templates/step-ca.service.j2"
 UNIT_PATH = "/etc/systemd/system/step-ca.service"
 
@@ -108,20 +107,7 @@ def ca_account(s: Settings, before: Snapshot | None = None) -> None:
 
     With ``before`` (see ca_snapshot), operations it shows nothing to do for are left out.
     """
-    if not (before and before.has_group(s.ca_user)):
-        server.group(name=f"CA group {s.ca_user}", group=s.ca_user, system=True)
-    if before and before.has_user(s.ca_user, group=s.ca_user, home=s.ca_dir, shell=NOLOGIN):
-        return
-    server.user(
-        name=f"CA user {s.ca_user}",
-        user=s.ca_user,
-        group=s.ca_user,
-        system=True,
-        home=s.ca_dir,
-        create_home=False,
-        ensure_home=False,
-        shell=NOLOGIN,
-    )
+    system_account(s.ca_user, s.ca_dir, "CA", before)
 
 
 def ca_permissions(s: Settings, before: Snapshot | None = None) -> None:

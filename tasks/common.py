@@ -11,6 +11,7 @@ from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.util import get_template
 from pyinfra.context import ctx_inventory
+from pyinfra.operations import server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
 from etcd_pki.settings import ConfigError
@@ -95,3 +96,27 @@ def rendered_sha1(src: str, **data) -> str:
     data.setdefault("inventory", state.inventory)
     path = os.path.join(state.cwd, src) if state.cwd else src
     return sha1(get_template(path).render(data).encode()).hexdigest()
+
+
+NOLOGIN = "/usr/sbin/nologin"
+
+
+def system_account(user: str, home: str, what: str, before: Snapshot | None = None) -> None:
+    """A system group and a no-login system user of the same name (home not created).
+
+    With ``before`` (a Snapshot that read them), what it shows right is left out.
+    """
+    if not (before and before.has_group(user)):
+        server.group(name=f"{what} group {user}", group=user, system=True)
+    if before and before.has_user(user, group=user, home=home, shell=NOLOGIN):
+        return
+    server.user(
+        name=f"{what} user {user} (no login)",
+        user=user,
+        group=user,
+        system=True,
+        home=home,
+        create_home=False,
+        ensure_home=False,
+        shell=NOLOGIN,
+    )

@@ -19,7 +19,7 @@ from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
-from tasks.common import get_plan, pyinfra_host, rendered_sha1, snapshot, this_host
+from tasks.common import get_plan, pyinfra_host, rendered_sha1, snapshot, system_account, this_host
 from tasks.install import install_etcd_release
 
 ETC_DIR = "/etc/etcd"
@@ -79,16 +79,7 @@ def install_etcd() -> None:
     me = this_host()
     s = me.settings
     if s.etcd_install_source == "release":
-        server.group(name=f"System group {s.etcd_user}", group=s.etcd_user, system=True)
-        server.user(
-            name=f"System user {s.etcd_user} (no login)",
-            user=s.etcd_user,
-            group=s.etcd_user,
-            system=True,
-            home=s.etcd_data_root,
-            shell="/usr/sbin/nologin",
-            ensure_home=False,
-        )
+        system_account(s.etcd_user, s.etcd_data_root, "etcd")
         files.directory(
             name=f"Directory {s.etcd_data_root}",
             path=s.etcd_data_root,
