@@ -156,8 +156,12 @@ def retire_ca_material() -> None:
     active = pyinfra_host(plan.active_ca).get_fact(
         PublicFile, path=f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
     )
+    if not active:
+        # Nothing to compare with (a new CA, or a failover target without material,
+        # which check_ca_material refuses): leave this host's copy alone for now.
+        return
     try:
-        same = bool(mine and active) and fingerprint(mine) == fingerprint(active)
+        same = bool(mine) and fingerprint(mine) == fingerprint(active)
     except ValueError:
         same = False
     if not same:
