@@ -117,19 +117,61 @@ def parse_digests(text: str) -> tuple[str, str]:
     return found["material"], found["root"]
 
 
-def encrypt_command(ca_dir: str, paths: Sequence[str], recipients: Iterable[str]) -> str:
+def encrypt_command(
+    ca_dir: str,
+    paths: Sequence[str],
+    recipients: Iterable[str],
+    db_service: str | None = None,
+) -> str:
     """tar the material below ``ca_dir`` and encrypt it with age (armored) to
-    ``recipients``: only ciphertext on stdout, plaintext only inside the pipe."""
+    ``recipients``: only ciphertext on stdout, plaintext only inside the pipe.
+
+    With ``db_service`` (backups) step-ca's database ``db/`` (issued certificates,
+    revocations) is archived too; that service is stopped for the few moments the
+    archive takes when it runs (a live badger database is not safe to copy) and
+    started again whatever happens.
+    """
     files = " ".join(shlex.quote(p) for p in paths)
     rs = " ".join(f"-r {shlex.quote(r)}" for r in recipients)
+    db, restart, start_again = "", "", ""
+    if db_service:
+        svc = shlex.quote(db_service)
+        # On failure the trap starts it again; on success the script does, so that a
+        # CA that does not come back makes the backup fail loudly.
+        restart = f'; [ "$restart" = 0 ] || systemctl start {svc}'
+        start_again = f'; if [ "$restart" = 1 ]; then restart=0; systemctl start {svc}; fi'
+        db = (
+            "if [ -d db ]; then dbs=db; "
+            f"if systemctl is-active --quiet {svc}; then restart=1; systemctl stop {svc}; fi; "
+            "fi; "
+        )
     return (
-        f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-tar.XXXXXX); "
-        "trap 'rm -rf \"$t\"' EXIT; "
+        f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-tar.XXXXXX); restart=0; dbs=; "
+        f"trap 'rm -rf \"$t\"{restart}' EXIT; "
         f"cd {shlex.quote(ca_dir)}; "
         f'for f in {files}; do [ -f "$f" ] || {{ echo "CA material incomplete: '
         f'{ca_dir}/$f is missing" >&2; exit 3; }}; done; '
-        f'{{ tar -cz --owner=0 --group=0 --numeric-owner {files}; echo $? > "$t/rc"; }} '
-        f'| age -a {rs}; [ "$(cat "$t/rc")" = 0 ]'
+        f"{db}"
+        f'{{ tar -cz --owner=0 --group=0 --numeric-owner {files} $dbs; echo $? > "$t/rc"; }} '
+        f'| age -a {rs}; [ "$(cat "$t/rc")" = 0 ]{start_again}'
+    )
+
+
+def restore_db_script(ca_dir: str, owner: str, group: str, service: str) -> str:
+    """Shell fragment: install the archive's ``db/`` (in ``$t/m``) as step-ca's database
+    when the node has none or an empty one; print ``__restoredb__ restored|kept|absent``.
+
+    A database with records is kept: it may hold revocations newer than the backup.
+    """
+    d = shlex.quote(f"{ca_dir}/db")
+    new = shlex.quote(f"{ca_dir}/db.restore-new")
+    return (
+        'if [ ! -d "$t/m/db" ]; then echo "__restoredb__ absent"; '
+        f'elif [ -n "$(ls -A {d} 2>/dev/null)" ]; then echo "__restoredb__ kept"; else '
+        f"systemctl stop {shlex.quote(service)} 2>/dev/null || true; rm -rf {new}; "
+        f'cp -R "$t/m/db" {new}; chown -R {owner}:{group} {new}; chmod 700 {new}; '
+        f"find {new} -type f -exec chmod 600 {{}} +; rm -rf {d}; mv {new} {d}; "
+        'echo "__restoredb__ restored"; fi'
     )
 
 

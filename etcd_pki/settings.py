@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from .redundancy import recipient_problems
 from .release import release_url_problem
+from .s3 import target_problems
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -102,6 +103,11 @@ class Settings:
     etcd_sha256: dict[str, str]
     backup_recipients: list[str]
     backup_dir: str
+    backup_s3_endpoint: str
+    backup_s3_bucket: str
+    backup_s3_prefix: str
+    backup_s3_region: str
+    backup_s3_ca_file: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -230,6 +236,16 @@ def _check(v: dict[str, Any]) -> list[str]:
     out.extend(recipient_problems(v["backup_recipients"]))
     if not isinstance(v["backup_dir"], str) or not v["backup_dir"].strip():
         out.append("`backup_dir` must name a directory on the controller")
+    out.extend(
+        target_problems(
+            v["backup_s3_endpoint"],
+            v["backup_s3_bucket"],
+            v["backup_s3_prefix"],
+            v["backup_s3_region"],
+        )
+    )
+    if not isinstance(v["backup_s3_ca_file"], str):
+        out.append("`backup_s3_ca_file` must be a path on the controller, or ''")
     return out
 
 

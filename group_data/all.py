@@ -74,6 +74,19 @@ backup_recipients: list[str] = []
 # Directory on the controller that receives the encrypted backups (timestamped names).
 # A relative path is relative to this repository (git-ignored).
 backup_dir = "backups"
+# Optional copy of each backup in S3-compatible storage (AWS S3, MinIO, Ceph RGW,
+# Garage, ...), uploaded by the controller right after it is written to `backup_dir`.
+# Empty endpoint: no upload. The endpoint is scheme://host[:port]; requests are
+# path-style (ENDPOINT/BUCKET/PREFIX+NAME) and signed with AWS SigV4. Credentials are
+# read from the controller's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# optional AWS_SESSION_TOKEN), never from here. Only age ciphertext is uploaded.
+backup_s3_endpoint = ""  # e.g. "https://s3.eu-west-1.amazonaws.com"
+backup_s3_bucket = ""
+backup_s3_prefix = "etcd-pki/"  # "folder/" names, or "" for the bucket's top
+backup_s3_region = "us-east-1"
+# CA bundle (PEM, on the controller) to verify the endpoint's TLS certificate, for
+# storage behind a private CA; empty: the controller's system trust store.
+backup_s3_ca_file = ""
 
 # ---------------------------------------------------------------------------
 # Leaf certificates

@@ -15,6 +15,7 @@ import base64
 import os
 import shlex
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import python, server, systemd
 
+from etcd_pki import s3
 from etcd_pki.certs import fingerprint, pem_blocks
 from etcd_pki.plan import HostPlan
 from etcd_pki.redundancy import (
@@ -40,6 +42,7 @@ from etcd_pki.redundancy import (
     install_material_script,
     is_age_file,
     parse_digests,
+    restore_db_script,
 )
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
@@ -49,6 +52,7 @@ from tasks.common import get_plan, pyinfra_host, this_host
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
+CA_SERVICE = "step-ca.service"
 
 
 def _real(value: str, s: Settings) -> str:
@@ -172,7 +176,7 @@ def retire_ca_material() -> None:
         )
     systemd.service(
         name="step-ca stopped and disabled (no longer a cert-manager)",
-        service="step-ca.service",
+        service=CA_SERVICE,
         running=False,
         enabled=False,
     )
@@ -193,7 +197,7 @@ def standby_ca() -> None:
     # A former active that is reachable again must not keep serving.
     systemd.service(
         name="step-ca stopped and disabled (standby)",
-        service="step-ca.service",
+        service=CA_SERVICE,
         running=False,
         enabled=False,
     )
@@ -288,10 +292,57 @@ def backup_dir(s: Settings) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def _s3_upload(s: Settings) -> Callable[[Path], None] | None:
+    """The upload of a written backup to `backup_s3_*`, or None when not configured.
+
+    Credentials and the CA file are checked here, at prepare time, so a backup that
+    could not be uploaded is refused before any host is touched.
+    """
+    if not s.backup_s3_endpoint:
+        return None
+    try:
+        credentials = s3.Credentials.from_env(os.environ)
+    except ValueError as e:
+        raise PyinfraError(f"backup_s3_endpoint is set but {e}") from None
+    ca_file = s.backup_s3_ca_file or None
+    if ca_file and not Path(ca_file).expanduser().is_file():
+        raise PyinfraError(f"backup_s3_ca_file: {ca_file} is not a file on the controller")
+    if s.backup_s3_endpoint.startswith("http:"):
+        logger.warning(
+            f"backup_s3_endpoint {s.backup_s3_endpoint} is plain http: the backup is "
+            "ciphertext and the secret key is never sent, but requests can be replayed or "
+            "dropped on the way; prefer https"
+        )
+
+    def upload(path: Path) -> None:
+        key = f"{s.backup_s3_prefix}{path.name}"
+        try:
+            url = s3.put_object(
+                s.backup_s3_endpoint,
+                s.backup_s3_bucket,
+                key,
+                path.read_bytes(),
+                credentials,
+                region=s.backup_s3_region,
+                ca_file=str(Path(ca_file).expanduser()) if ca_file else None,
+            )
+        except s3.S3Error as e:
+            raise PyinfraError(
+                f"the backup is in {path}, but its upload to S3 failed: {e}"
+            ) from None
+        logger.info(f"{host.print_prefix}encrypted CA backup uploaded to {url}")
+
+    return upload
+
+
 @deploy("Encrypted CA backup")
 def take_backup() -> None:
-    """Archive the CA material on the active cert-manager, encrypted there with age to
-    `backup_recipients`, and store the ciphertext in `backup_dir` on the controller.
+    """Archive the CA material and step-ca's database on the active cert-manager,
+    encrypted there with age to `backup_recipients`; store the ciphertext in `backup_dir`
+    on the controller and, when `backup_s3_endpoint` is set, upload it there too.
+
+    step-ca is stopped while its database is archived (a second or two): renewals that
+    hit that moment fail and their timers retry.
 
     .. code:: python
 
@@ -305,11 +356,12 @@ def take_backup() -> None:
             "from `age-keygen -y KEYFILE`) the backups are encrypted to in group_data/all.py"
         )
     target = backup_dir(s)
+    upload = _s3_upload(s)
 
     def backup() -> None:
         ciphertext = _run(
             host,
-            encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients),
+            encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients, db_service=CA_SERVICE),
             "encrypting the CA backup",
         )
         if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
@@ -326,11 +378,14 @@ def take_backup() -> None:
             Path(partial).unlink(missing_ok=True)
             raise
         logger.info(f"{host.print_prefix}encrypted CA backup written to {path}")
+        if upload:
+            upload(path)
 
     install_age()
     python.call(
         name=f"Encrypted backup of the CA to {len(s.backup_recipients)} age recipient(s) "
-        f"into {target}",
+        f"into {target}"
+        + (f" and s3://{s.backup_s3_bucket}/{s.backup_s3_prefix}" if upload else ""),
         function=backup,
     )
 
@@ -369,7 +424,9 @@ def restore_ca() -> None:
     The identity is read on the controller and streamed to the node on stdin; the node
     decrypts in /run (tmpfs) and installs with CA_FILES' owners and modes. A different
     CA already on the node is refused unless `restore_force` (it is then moved aside).
-    step-ca is left stopped: `deploy.py` starts it and re-points every host.
+    The backup's database (revocations) is installed where the node has none or an
+    empty one; a database with records is kept. step-ca is left stopped: `deploy.py`
+    starts it and re-points every host.
 
     .. code:: python
 
@@ -400,6 +457,7 @@ def restore_ca() -> None:
         f"result=$({_install_script(s)}); "
         'if [ "$result" = installed ]; then '
         "systemctl stop step-ca.service 2>/dev/null || true; fi; "
+        f"{restore_db_script(s.ca_dir, s.ca_user, s.ca_user, CA_SERVICE)}; "
         'echo "__restore__ $result"; echo __backup__; cat "$t/m/certs/root_ca.crt"'
     )
 
@@ -437,6 +495,16 @@ def restore_ca() -> None:
         for line in out.splitlines():
             if line.startswith("__restore__ moved-aside "):
                 logger.warning(f"{host.print_prefix}existing CA moved aside to {line.split()[-1]}")
+            if line == "__restoredb__ kept":
+                logger.warning(
+                    f"{host.print_prefix}kept the CA database already in {s.ca_dir}/db (it has "
+                    "records, maybe newer than the backup's); the backup's database is not used"
+                )
+            if line == "__restoredb__ absent":
+                logger.warning(
+                    f"{host.print_prefix}{source.name} has no CA database (an older backup): "
+                    "revocations recorded before it are not restored"
+                )
         logger.info(
             f"{host.print_prefix}CA restored from {source.name} ({status[-1]}; root fingerprint "
             f"{fp}); now run deploy.py to start it and re-point every host"

@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -600,19 +601,24 @@ def download_toolchain(go: str, env: Mapping[str, str]) -> str:
     return str(root / "bin" / "go")
 
 
+def go_install(module: str, version: str, target: Path, ldflags: str = "-s -w") -> None:
+    """``go install MODULE@vVERSION`` into ``target``'s directory unless it exists."""
+    if target.exists():
+        return
+    go, env = find_go()
+    env["GOBIN"] = str(target.parent)
+    logfile = cache_dir() / "logs" / f"go-install-{target.name}-{version}.log"
+    log(f"building {target.name} {version} from {module} (a few minutes; log: {logfile})")
+    started = time.monotonic()
+    cmd = [go, "install", "-trimpath", "-ldflags", ldflags, f"{module}@v{version}"]
+    run_logged(cmd, logfile, env=env)
+    log(f"built {target.name} in {time.monotonic() - started:.0f} s")
+
+
 def ensure_binary(tool: Tool, version: str) -> Path:
     """Build ``tool`` at ``version`` with ``go install`` unless cached; verify its version."""
     target = binary_path(tool, version)
-    if not target.exists():
-        go, env = find_go()
-        env["GOBIN"] = str(target.parent)
-        logfile = cache_dir() / "logs" / f"go-install-{tool.name}-{version}.log"
-        log(f"building {tool.name} {version} from {tool.module} (a few minutes; log: {logfile})")
-        started = time.monotonic()
-        ldflags = f"-s -w -X main.Version={version}"
-        cmd = [go, "install", "-trimpath", "-ldflags", ldflags, f"{tool.module}@v{version}"]
-        run_logged(cmd, logfile, env=env)
-        log(f"built {tool.name} in {time.monotonic() - started:.0f} s")
+    go_install(tool.module, version, target, f"-s -w -X main.Version={version}")
     out = run([str(target), "version"]).stdout
     if version not in out:
         raise TestbedError(f"{target} reports {out.strip()!r}, expected version {version}")
@@ -1510,6 +1516,7 @@ def down() -> None:
     with bed_lock():
         if docker_ok():
             remove_containers()
+            remove_aux_containers()
             if docker("network", "inspect", NETWORK, check=False).returncode == 0:
                 docker("network", "rm", NETWORK)
         stop_mirror()
@@ -1519,6 +1526,121 @@ def down() -> None:
             shutil.rmtree(STATE_DIR, ignore_errors=True)
     global _subnet
     _subnet = None
+
+
+# ---------------------------------------------------------------------------
+# S3-compatible object store for the backup upload: Versity S3 Gateway
+# ---------------------------------------------------------------------------
+
+OBJECT_STORE_MODULE = "github.com/versity/versitygw/cmd/versitygw"
+OBJECT_STORE_VERSION = "1.8.0"
+OBJECT_STORE_PORT = 7070
+# The posix backend serves ROOT/BUCKET/KEY as objects: tests read uploads there.
+OBJECT_STORE_ROOT = "/srv/s3"
+# Auxiliary containers (not hosts: never in an inventory) carry this label only.
+LABEL_AUX = f"{LABEL}.aux"
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """A running S3 server on the bed's network (TLS, SigV4 checked, one root user)."""
+
+    container: str
+    endpoint: str
+    ca_file: Path  # the CA that signed the server's certificate (for backup_s3_ca_file)
+
+
+def write_object_store_tls(directory: Path, ip: str) -> Path:
+    """A one-off CA and a server certificate for ``ip`` in ``directory`` (cert.pem,
+    key.pem, ca.pem); return ca.pem."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("test object store CA"))
+        .issuer_name(name("test object store CA")).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(name("objstore")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    write_atomic(directory / "cert.pem", cert.public_bytes(pem))
+    write_atomic(directory / "ca.pem", ca.public_bytes(pem))
+    key_bytes = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Read by versitygw inside its container (as root): 0600 is enough.
+    write_atomic(directory / "key.pem", key_bytes, mode=0o600)
+    return directory / "ca.pem"
+
+
+def object_store_binary() -> Path:
+    """Build (or reuse) versitygw at the pinned version; return its path."""
+    target = cache_dir() / "bin" / f"versitygw-{OBJECT_STORE_VERSION}" / "versitygw"
+    go_install(OBJECT_STORE_MODULE, OBJECT_STORE_VERSION, target)
+    return target
+
+
+def start_object_store(access_key: str, secret_key: str, buckets: Sequence[str]) -> ObjectStore:
+    """Run versitygw in a container at .250 of the bed's network, serving https with a
+    certificate of a one-off CA; ``buckets`` exist empty. Replaces an earlier one."""
+    binary = object_store_binary()
+    container = f"{BED.prefix}objstore" if BED.name else "etcd-pki-objstore"
+    ip = f"{subnet().rsplit('.', 1)[0]}.250"
+    tls_dir = STATE_DIR / "objstore-tls"
+    ca_file = write_object_store_tls(tls_dir, ip)
+    docker("rm", "-f", container, check=False)
+    dirs = " ".join(shlex.quote(f"{OBJECT_STORE_ROOT}/{b}") for b in buckets)
+    log(
+        f"starting {container} (versitygw {OBJECT_STORE_VERSION}, https://{ip}:{OBJECT_STORE_PORT})"
+    )
+    docker(
+        "run", "-d", "--name", container, "--network", NETWORK, "--ip", ip,
+        "--label", f"{LABEL_AUX}={BED.name or 'default'}",
+        "-e", f"ROOT_ACCESS_KEY={access_key}", "-e", f"ROOT_SECRET_KEY={secret_key}",
+        "-v", f"{binary}:/usr/local/bin/versitygw:ro", "-v", f"{tls_dir}:/tls:ro",
+        "--entrypoint", "/bin/sh", IMAGE, "-c",
+        f"mkdir -p {dirs} && exec versitygw --quiet --port :{OBJECT_STORE_PORT} "
+        f"--cert /tls/cert.pem --key /tls/key.pem posix {OBJECT_STORE_ROOT}",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((ip, OBJECT_STORE_PORT), timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                logs = docker("logs", container, check=False)
+                raise TestbedError(f"{container} did not listen: {logs.stderr[-500:]}") from None
+            time.sleep(0.3)
+    return ObjectStore(container, f"https://{ip}:{OBJECT_STORE_PORT}", ca_file)
+
+
+def remove_aux_containers() -> None:
+    """Remove this instance's auxiliary containers (the object store)."""
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL_AUX}={BED.name or 'default'}").stdout
+    if ids.split():
+        docker("rm", "-f", *ids.split())
 
 
 def exec_in(name: str, cmd: str | Sequence[str], *, timeout: float = 120) -> tuple[int, str]:

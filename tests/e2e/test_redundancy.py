@@ -372,8 +372,27 @@ def test_old_active_back_as_standby_stops_serving(failed_over):
 # --- phase 4: encrypted backup ------------------------------------------------------
 
 
+REVOKED = "/root/revoked-before-backup"
+
+
 def test_backup_is_ciphertext_with_a_timestamped_name(failed_over):
     ha = failed_over
+    # A certificate revoked before the backup must stay revoked after a restore: make
+    # one on etcd-k8s-3 (which survives) with a token from the CA, and revoke it.
+    ca_ip = ha.bed.ip("etcd-k8s-2")
+    token = sh(
+        "etcd-k8s-2",
+        f"STEPPATH={CA} /opt/bin/step ca token revoked.test --provisioner etcd-provisioner "
+        f"--provisioner-password-file {CA}/secrets/provisioner_password "
+        f"--ca-url https://{ca_ip}:9000 --root {CA}/certs/root_ca.crt",
+    ).strip()
+    step = "STEPPATH=/etc/step /opt/bin/step"
+    sh(
+        "etcd-k8s-3",
+        f"mkdir -p {REVOKED} && {step} ca certificate revoked.test {REVOKED}/c.crt "
+        f"{REVOKED}/c.key --token {token} && {step} ca revoke --cert {REVOKED}/c.crt "
+        f"--key {REVOKED}/c.key --reason test",
+    )
     run = deploy(ha.inventories["back"], "-vv", deploy_file="backup.py")
     assert run.rc == 0, run.output[-4000:]
     (backup,) = ha.backup_dir.iterdir()
@@ -402,7 +421,10 @@ def test_backup_cannot_be_decrypted_without_the_recipients_key(failed_over):
         )
         if ok:
             assert result.returncode == 0, result.stderr
-            assert sorted(result.stdout.split()) == sorted(MATERIAL)
+            names = {n.rstrip("/") for n in result.stdout.split()}
+            # The material, and step-ca's database (its revocations).
+            assert names - {n for n in names if n.startswith("db/")} == {*MATERIAL, "db"}
+            assert any(n.startswith("db/") and n.endswith(".vlog") for n in names), names
         else:
             assert result.returncode != 0 and "no identity matched" in result.stderr
 
@@ -414,6 +436,67 @@ def test_backup_without_recipients_is_refused(failed_over):
     run = deploy(inv, deploy_file="backup.py")
     assert run.rc != 0 and "`backup_recipients` is empty" in run.output
     assert len(list(ha.backup_dir.iterdir())) == 1
+
+
+S3_BUCKET, S3_PREFIX = "etcd-backups", "prod/ca/"
+S3_ACCESS, S3_SECRET = "etcdpkibackup", "S3-secret-of-the-test-bed-0123456789"
+
+
+@pytest.fixture(scope="module")
+def object_store(failed_over):
+    """A real S3 server (Versity S3 Gateway: https, SigV4 checked) on the bed."""
+    store = tb.start_object_store(S3_ACCESS, S3_SECRET, [S3_BUCKET])
+    yield store
+    tb.docker("rm", "-f", store.container, check=False)
+
+
+def s3_backup(ha: Ha, store: tb.ObjectStore, env: dict[str, str], **data) -> Run:
+    settings = {
+        "backup_s3_endpoint": store.endpoint,
+        "backup_s3_bucket": S3_BUCKET,
+        "backup_s3_prefix": S3_PREFIX,
+        "backup_s3_ca_file": str(store.ca_file),
+        **data,
+    }
+    inv = inventory(ha, "s3", "etcd-k8s-2", ["etcd-k8s-2", "etcd-k8s-1"], **settings)
+    return deploy(inv, "-vv", deploy_file="backup.py", env=env)
+
+
+def test_backup_is_uploaded_to_s3_when_configured(failed_over, object_store):
+    ha = failed_over
+    before = set(ha.backup_dir.iterdir())
+    env = {"AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    run = s3_backup(ha, object_store, env)
+    assert run.rc == 0, run.output[-4000:]
+    (local,) = set(ha.backup_dir.iterdir()) - before
+    # Read back from the server's own storage, not through our client.
+    stored = f"{tb.OBJECT_STORE_ROOT}/{S3_BUCKET}/{S3_PREFIX}{local.name}"
+    remote = tb.run(["docker", "exec", object_store.container, "cat", stored]).stdout
+    assert remote == local.read_text() and remote.startswith("-----BEGIN AGE ENCRYPTED FILE")
+    assert f"{object_store.endpoint}/{S3_BUCKET}/{S3_PREFIX}{local.name}" in run.output
+    assert S3_SECRET not in run.output
+    scan_controller(ha, run.output)
+
+
+def test_s3_upload_problems_are_reported_clearly(failed_over, object_store):
+    ha = failed_over
+    count = len(list(ha.backup_dir.iterdir()))
+    # No credentials: refused before any host is touched (no new backup).
+    run = s3_backup(ha, object_store, {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert run.rc != 0
+    assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set" in run.output
+    assert len(list(ha.backup_dir.iterdir())) == count
+    # A wrong secret: the server refuses the signature; the local backup is kept.
+    wrong = {"AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    run = s3_backup(ha, object_store, wrong)
+    assert run.rc != 0 and "SignatureDoesNotMatch" in run.output
+    assert "the backup is in" in run.output and "not-the-secret" not in run.output
+    assert len(list(ha.backup_dir.iterdir())) == count + 1
+    # The server's certificate is verified: without its CA the upload is refused.
+    good = {"AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    run = s3_backup(ha, object_store, good, backup_s3_ca_file="")
+    assert run.rc != 0 and "CERTIFICATE_VERIFY_FAILED" in run.output
+    assert S3_SECRET not in run.output
 
 
 # --- phase 5: the CA node is destroyed; restore onto a fresh one ---------------------
@@ -490,6 +573,18 @@ def test_restore_with_force_then_deploy_runs_the_same_ca(fresh_ca_node):
     assert ha.bed.ip("etcd-k8s-2") in cert_sans(cert)
     for host in ("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3", "app-server"):
         assert openssl_fingerprint(host, f"{SSL}/root_ca.crt") == ha.root_fingerprint
+
+
+def test_a_certificate_revoked_before_the_backup_stays_revoked(fresh_ca_node):
+    journal = "journalctl -u step-ca --no-pager | grep -c 'certificate has been revoked' || true"
+    refusals = int(sh("etcd-k8s-2", journal).strip())
+    rc, out = tb.exec_in(
+        "etcd-k8s-3",
+        f"STEPPATH=/etc/step /opt/bin/step ca renew --force --out {REVOKED}/new.crt "
+        f"{REVOKED}/c.crt {REVOKED}/c.key 2>&1",
+    )
+    assert rc != 0, out
+    assert int(sh("etcd-k8s-2", journal).strip()) == refusals + 1
 
 
 def test_certificate_issued_before_the_backup_renews_after_the_restore(fresh_ca_node):

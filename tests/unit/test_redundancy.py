@@ -28,6 +28,7 @@ from etcd_pki.redundancy import (
     parse_digests,
     parse_dns_names,
     recipient_problems,
+    restore_db_script,
     set_ca_url_command,
     set_dns_names_command,
 )
@@ -220,6 +221,92 @@ def test_encrypt_command_archives_exactly_the_material(tmp_path, monkeypatch):
     result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env, text=True)
     assert result.returncode == 3
     assert "secrets/password is missing" in result.stderr
+
+
+def _fake_systemctl(tmp_path, active: bool) -> Path:
+    """A `systemctl` on PATH that logs its arguments (is-active answers ``active``)."""
+    log = tmp_path / "systemctl.log"
+    script = tmp_path / "bin" / "systemctl"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" != is-active ] || exit {0 if active else 3}\n'
+    )
+    script.chmod(0o755)
+    return log
+
+
+def test_backup_archives_the_database_with_step_ca_stopped_meanwhile(tmp_path, monkeypatch):
+    ca = tmp_path / "ca"
+    _material(ca)
+    (ca / "db").mkdir()
+    (ca / "db" / "000000.vlog").write_text("revocations")
+    env = _fake_age(tmp_path)
+    log = _fake_systemctl(tmp_path, active=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cmd = encrypt_command(str(ca), MATERIAL, ["age1x"], db_service="step-ca.service")
+    cmd = cmd.replace("/run/", f"{tmp_path}/")
+    result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+        assert sorted(tar.getnames()) == sorted([*MATERIAL, "db", "db/000000.vlog"])
+    assert log.read_text().splitlines() == [
+        "is-active --quiet step-ca.service",
+        "stop step-ca.service",
+        "start step-ca.service",
+    ]
+    # age fails after the stop: step-ca is started again all the same.
+    log.unlink()
+    (tmp_path / "bin" / "age").write_text("#!/bin/sh\ncat >/dev/null; exit 1\n")
+    result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env)
+    assert result.returncode != 0
+    assert log.read_text().splitlines()[-1] == "start step-ca.service"
+
+
+def test_backup_of_a_stopped_ca_leaves_it_stopped(tmp_path, monkeypatch):
+    ca = tmp_path / "ca"
+    _material(ca)
+    (ca / "db").mkdir()
+    env = _fake_age(tmp_path)
+    log = _fake_systemctl(tmp_path, active=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cmd = encrypt_command(str(ca), MATERIAL, ["age1x"], db_service="step-ca.service")
+    result = subprocess.run(["sh", "-c", cmd.replace("/run/", f"{tmp_path}/")], env=env)
+    assert result.returncode == 0
+    assert log.read_text().splitlines() == ["is-active --quiet step-ca.service"]
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"), [(None, "restored"), ("", "restored"), ("records", "kept")]
+)
+def test_restore_installs_the_database_only_over_an_empty_one(tmp_path, existing, expected):
+    (tmp_path / "t" / "m" / "db").mkdir(parents=True)
+    (tmp_path / "t" / "m" / "db" / "000000.vlog").write_text("from the backup")
+    ca = tmp_path / "ca"
+    ca.mkdir()
+    if existing is not None:
+        (ca / "db").mkdir()
+        if existing:
+            (ca / "db" / "000000.vlog").write_text(existing)
+    _fake_systemctl(tmp_path, active=False)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    script = f"set -e; t={tmp_path}/t; " + restore_db_script(str(ca), user, group, "step-ca")
+    env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"__restoredb__ {expected}"
+    content = (ca / "db" / "000000.vlog").read_text()
+    assert content == ("from the backup" if expected == "restored" else existing)
+    if expected == "restored":
+        assert oct((ca / "db").stat().st_mode & 0o777) == "0o700"
+        assert oct((ca / "db" / "000000.vlog").stat().st_mode & 0o777) == "0o600"
+    assert not (ca / "db.restore-new").exists()
+
+
+def test_restore_of_an_archive_without_database_says_so(tmp_path):
+    (tmp_path / "t" / "m").mkdir(parents=True)
+    script = f"t={tmp_path}/t; " + restore_db_script(str(tmp_path), "root", "root", "step-ca")
+    assert sh(script).stdout.strip() == "__restoredb__ absent"
 
 
 def test_install_script_sets_owner_and_mode_and_is_atomic(tmp_path):

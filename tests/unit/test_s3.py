@@ -1,0 +1,163 @@
+"""S3 upload of backups: SigV4 against AWS's published example, settings checks, and
+the HTTP exchange against a small local server (the e2e test uses a real S3 server)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from etcd_pki import s3
+from etcd_pki.plan import build_plan
+from etcd_pki.settings import ConfigError
+
+from .conftest import seed_hosts
+
+# AWS's documented example (S3 API reference, "Signature Calculations for the
+# Authorization Header", GET Object): the key pair is AWS's published example one.
+EXAMPLE = s3.Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def test_sigv4_matches_the_aws_get_object_example():
+    headers = s3.sign_headers(
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/test.txt",
+        {"Range": "bytes=0-9"},
+        EMPTY_SHA256,
+        EXAMPLE,
+        "us-east-1",
+        datetime(2013, 5, 24, tzinfo=UTC),
+    )
+    assert headers["authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+    )
+    assert headers["x-amz-date"] == "20130524T000000Z"
+
+
+def test_a_session_token_is_sent_and_signed():
+    creds = s3.Credentials("AK", "SK", "TOKEN")
+    headers = s3.sign_headers(
+        "PUT", "https://h/b/k", {}, EMPTY_SHA256, creds, "us-east-1", datetime.now(UTC)
+    )
+    assert headers["x-amz-security-token"] == "TOKEN"
+    assert "x-amz-security-token" in headers["authorization"]
+
+
+def test_credentials_come_from_the_environment_and_never_show_the_secret():
+    creds = s3.Credentials.from_env(
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "X": "y"}
+    )
+    assert creds.access_key == "AKID" and creds.session_token is None
+    assert "s3cr3t-value" not in repr(creds) and "s3cr3t-value" not in str(creds)
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY not set"):
+        s3.Credentials.from_env({"AWS_ACCESS_KEY_ID": "AKID"})
+
+
+def test_object_urls_are_path_style_and_encoded():
+    assert s3.object_url("https://s3.example:9000/", "bkt", "etcd-pki/a b.tar.age") == (
+        "https://s3.example:9000/bkt/etcd-pki/a%20b.tar.age"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("backup_s3_endpoint", "s3.example.com", "must be an http(s):// URL"),
+        ("backup_s3_endpoint", "https://user:pw@s3.example.com", "must not carry credentials"),
+        ("backup_s3_endpoint", "https://s3.example.com/bucket", "scheme://host[:port] only"),
+        ("backup_s3_bucket", "My_Bucket", "is not an S3 bucket name"),
+        ("backup_s3_prefix", "/etcd", "must be empty or folder names"),
+        ("backup_s3_prefix", "etcd", "must be empty or folder names"),
+        ("backup_s3_prefix", "a/../", "must not contain '.' or '..'"),
+        ("backup_s3_region", "US East", "is not a region name"),
+    ],
+)
+def test_bad_s3_settings_are_refused_naming_the_field(defaults, field, value, message):
+    data = {
+        "backup_s3_endpoint": "https://s3.example.com",
+        "backup_s3_bucket": "backups",
+        field: value,
+    }
+    with pytest.raises(ConfigError) as e:
+        build_plan(seed_hosts(defaults, **{"etcd-k8s-1": data}))
+    assert f"`{field}`" in str(e.value) and message in str(e.value)
+    # The userinfo of a bad endpoint is not repeated back.
+    assert "pw@" not in str(e.value)
+
+
+def test_s3_settings_are_ignored_while_the_endpoint_is_empty(defaults):
+    build_plan(seed_hosts(defaults, **{"etcd-k8s-1": {"backup_s3_bucket": "Not Valid"}}))
+
+
+class _Bucket(BaseHTTPRequestHandler):
+    """One bucket in memory; refuses requests without a SigV4 Authorization header or
+    with a payload hash that does not match the body."""
+
+    objects: dict[str, bytes] = {}
+    refuse: str | None = None
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+    def _deny(self, status: int, code: str) -> None:
+        body = f"<Error><Code>{code}</Code><Message>denied</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        auth = self.headers.get("Authorization", "")
+        if self.refuse:
+            return self._deny(403, self.refuse)
+        if not auth.startswith("AWS4-HMAC-SHA256 Credential=AK/"):
+            return self._deny(403, "AccessDenied")
+        if self.headers["x-amz-content-sha256"] != hashlib.sha256(body).hexdigest():
+            return self._deny(400, "XAmzContentSHA256Mismatch")
+        self.objects[self.path] = body
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        body = self.objects.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+
+
+@pytest.fixture
+def bucket() -> Iterator[str]:
+    _Bucket.objects, _Bucket.refuse = {}, None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Bucket)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_put_object_uploads_and_checks_the_size(bucket):
+    url = s3.put_object(
+        bucket, "bkt", "etcd-pki/x.tar.age", b"ciphertext", s3.Credentials("AK", "SK")
+    )
+    assert url == f"{bucket}/bkt/etcd-pki/x.tar.age"
+    assert _Bucket.objects == {"/bkt/etcd-pki/x.tar.age": b"ciphertext"}
+
+
+def test_put_object_reports_the_servers_error_code(bucket):
+    _Bucket.refuse = "NoSuchBucket"
+    with pytest.raises(s3.S3Error, match="HTTP 403 NoSuchBucket: denied"):
+        s3.put_object(bucket, "bkt", "k", b"x", s3.Credentials("AK", "SK"))
+
+
+def test_put_object_reports_an_unreachable_endpoint():
+    with pytest.raises(s3.S3Error, match="PUT http://127.0.0.1:9/bkt/k"):
+        s3.put_object("http://127.0.0.1:9", "bkt", "k", b"x", s3.Credentials("AK", "SK"), timeout=5)
