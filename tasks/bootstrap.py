@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from io import StringIO
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, python, server
+from pyinfra.operations import python, server
 
 from etcd_pki.certs import fingerprint
+from tasks import batch
 from tasks.common import ca_root_pem, get_plan, snapshot, this_host
 
 
@@ -49,14 +49,12 @@ def trust_ca() -> None:
     links = [f"{s.ssl_dir}/{link}" for link in ("peer-ca.crt", "client-ca.crt")]
     before = snapshot(stat={s.ssl_dir, *links}, links=links)
     if not before.is_directory(s.ssl_dir, mode="755"):
-        files.directory(name=f"Directory {s.ssl_dir}", path=s.ssl_dir, mode="755")
+        batch.directories(name=f"Directory {s.ssl_dir}", modes={s.ssl_dir: "755"})
 
     def install_root() -> None:
-        files.put(
+        batch.write_files(
             name=f"{root_path} from {plan.active_ca}",
-            src=StringIO(ca_root_pem()),
-            dest=root_path,
-            mode="644",
+            files=[(root_path, ca_root_pem(), "644")],
         )
 
     def bootstrap() -> None:
@@ -87,6 +85,6 @@ def trust_ca() -> None:
         function=bootstrap,
         _if=lambda: differs(1),
     )
-    for path in links:
-        if not before.is_link(path, "root_ca.crt"):
-            files.link(name=f"{path} -> root_ca.crt", path=path, target="root_ca.crt")
+    wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
+    if wrong:
+        batch.links(name=f"{', '.join(wrong)} -> root_ca.crt", targets=wrong)

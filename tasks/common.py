@@ -89,13 +89,19 @@ def snapshot(**want: frozenset) -> Snapshot:
     return parse(host.get_fact(HostSnapshot, want=wanted), wanted)
 
 
-def rendered_sha1(src: str, **data) -> str:
-    """sha1 of what ``files.template(src=src, **data)`` uploads on this host."""
+def render(src: str, **data) -> str:
+    """Text of template ``src`` for this host, as ``files.template(src=src, **data)``
+    would upload it."""
     data.setdefault("host", host)
     data.setdefault("state", state)
     data.setdefault("inventory", state.inventory)
     path = os.path.join(state.cwd, src) if state.cwd else src
-    return sha1(get_template(path).render(data).encode()).hexdigest()
+    return get_template(path).render(data)
+
+
+def rendered_sha1(src: str, **data) -> str:
+    """sha1 of what ``files.template(src=src, **data)`` uploads on this host."""
+    return sha1(render(src, **data).encode()).hexdigest()
 
 
 NOLOGIN = "/usr/sbin/nologin"

@@ -28,6 +28,7 @@ from etcd_pki.release import (
 )
 from etcd_pki.settings import Settings
 from facts.pki import EtcdVersions, StepVersions
+from tasks import batch
 from tasks.common import this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
@@ -75,7 +76,7 @@ def _install_command(
     names = [*binaries, *optional]
     targets = ", ".join(f"{bin_dir}/{b}" for b in binaries)
     cmd = [
-        f"set -e; actual=$(sha256sum {t} | cut -d' ' -f1); ",
+        f"set -e; chmod 600 {t}; actual=$(sha256sum {t} | cut -d' ' -f1); ",
         f'if [ "$actual" != {sha256} ]; then ',
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
         f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
@@ -101,8 +102,10 @@ def _install_command(
 
 
 def _prepare_dirs(bin_dir: str) -> None:
-    files.directory(name=f"Directory {bin_dir}", path=bin_dir, mode="755")
-    files.directory(name=f"Download cache {DOWNLOAD_DIR}", path=DOWNLOAD_DIR, mode="700")
+    batch.directories(
+        name=f"Directories {bin_dir} and {DOWNLOAD_DIR} (download cache)",
+        modes={bin_dir: "755", DOWNLOAD_DIR: "700"},
+    )
 
 
 def install_tarball(
@@ -127,12 +130,8 @@ def install_tarball(
             raise PyinfraError(
                 f"host {this_host().name}: {location} is not a file on the controller"
             )
-        files.put(
-            name=f"Upload {tarball_name} from the controller",
-            src=location,
-            dest=tarball,
-            mode="600",
-        )
+        # Verified by the install command below (sha256), like a download.
+        batch.upload(name=f"Upload {tarball_name} from the controller", src=location, dest=tarball)
     else:
         # Verified by the install command below, which names file and digests on a
         # mismatch and deletes the download (pyinfra's own check says much less).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from hashlib import sha1
+
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from etcd_pki.plan import CertSpec, HostPlan
-from tasks.common import rendered_sha1, snapshot, this_host
+from tasks import batch
+from tasks.common import render, snapshot, this_host
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "step-renew-"
@@ -50,20 +52,15 @@ def renewal_units() -> None:
     pattern = (UNIT_DIR, f"{UNIT_PREFIX}*")
     paths = [path for _, path, _ in units]
     before = snapshot(stat=paths, sha1=paths, units=timers, finds={pattern})
-    changed = []
+    written = []
     for cert, dest, suffix in units:
-        data = unit_data(me, cert)
-        src = f"templates/step-renew.{suffix}.j2"
-        if before.has_content(dest, rendered_sha1(src, **data), mode="644"):
-            continue
-        changed.append(
-            files.template(
-                name=f"Renewal {suffix} of the {cert.kind} certificate",
-                src=src,
-                dest=dest,
-                mode="644",
-                **data,
-            )
+        text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
+        if not before.has_content(dest, sha1(text.encode()).hexdigest(), mode="644"):
+            written.append((dest, text, "644"))
+    if written:
+        batch.write_files(
+            name=f"Renewal service and timer units in {UNIT_DIR}",
+            files=written,
         )
 
     stale = sorted(set(before.found[pattern]) - set(paths))
@@ -74,18 +71,13 @@ def renewal_units() -> None:
             commands=[f"systemctl disable --now {name} || true"],
         )
     for path in stale:
-        changed.append(files.file(name=f"Remove {path}", path=path, present=False))
+        files.file(name=f"Remove {path}", path=path, present=False)
 
-    if changed:
-        systemd.daemon_reload(
-            name="systemd daemon-reload (renewal units)", _if=any_changed(*changed)
-        )
-    for cert, timer in zip(me.certs, timers, strict=True):
-        if before.unit_is(timer, running=True, enabled=True):
-            continue
-        systemd.service(
-            name=f"Renewal timer of the {cert.kind} certificate enabled and active",
-            service=timer,
-            running=True,
-            enabled=True,
+    idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
+    if written or stale or idle:
+        batch.units_enabled(
+            name="Renewal timers enabled and active"
+            + (" (systemd daemon-reload first)" if written or stale else ""),
+            units=idle,
+            daemon_reload=bool(written or stale),
         )
