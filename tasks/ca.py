@@ -13,7 +13,7 @@ from pyinfra.operations.util import any_changed
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_names_command
 from etcd_pki.settings import Settings, parse_duration
-from facts.pki import CaClaims, PublicFile
+from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaDnsNames
 from facts.snapshot import Snapshot
 from tasks.common import get_plan, rendered_sha1, snapshot, system_account, this_host
@@ -239,8 +239,18 @@ def init_ca() -> None:
         systemd.daemon_reload(
             name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change
         )
+    # A step-ca binary that install_step replaces in this run (the prepare-time versions:
+    # what was installed before the run) is only used once step-ca restarts.
+    installed = host.get_fact(StepVersions, bin_dir=s.bin_dir).get("step-ca")
+    upgraded = initialised is None and installed not in (None, s.step_ca_version)
     restarted = started = None
-    if unit or names_changed:
+    if upgraded:
+        restarted = systemd.service(
+            name=f"Restart step-ca (binary {installed or '?'} -> {s.step_ca_version})",
+            service="step-ca.service",
+            restarted=True,
+        )
+    elif unit or names_changed:
         restarted = systemd.service(
             name="Restart step-ca (unit or its own TLS names changed)",
             service="step-ca.service",

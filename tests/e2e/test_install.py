@@ -69,3 +69,40 @@ def test_wrong_pinned_checksum_is_refused_and_the_old_binary_stays(bed, source):
     )
     assert fixed.rc == 0, fixed.output[-3000:]
     assert f"Smallstep CLI/{bed.versions['step']} " in sh(HOST, "/opt/bin/step version")
+
+
+def test_a_replaced_step_ca_binary_is_put_into_service(bed):
+    """step-ca reporting another version is reinstalled at the pinned one and restarted,
+    so the running process is the new binary (the CA answers through it)."""
+    ca = "etcd-k8s-1"
+    wrapper = (
+        '#!/bin/sh\n[ "$1" = version ] && { echo "Smallstep CA/0.0.1 (linux/amd64)"; exit 0; }\n'
+        'exec /opt/bin/step-ca.real "$@"\n'
+    )
+    sh(ca, "cp /opt/bin/step-ca /opt/bin/step-ca.real")
+    # Renamed over the running binary (writing into it would be refused: text file busy).
+    sh(
+        ca,
+        f"printf '%b' {wrapper!r} > /opt/bin/.step-ca.wrap && chmod 755 /opt/bin/.step-ca.wrap "
+        "&& mv -f /opt/bin/.step-ca.wrap /opt/bin/step-ca",
+    )
+    assert "Smallstep CA/0.0.1" in sh(ca, "/opt/bin/step-ca version")
+    sh(ca, "systemctl restart step-ca")
+    old_pid = sh(ca, "systemctl show -p MainPID --value step-ca").strip()
+    # The wrapper exec's the old binary: the running process shows it as argv[0].
+    # (Read once systemd has exec'd it: until then the process is "(step-ca)".)
+    argv0 = (
+        "for i in $(seq 1 50); do a=$(tr '\\0' '\\n' < /proc/{}/cmdline | head -n1); "
+        '[ "$a" = "(step-ca)" ] || break; sleep 0.1; done; echo "$a"'
+    )
+    assert sh(ca, argv0.format(old_pid)).strip() == "/opt/bin/step-ca.real"
+    run = deploy(bed.inventory_docker)
+    assert run.rc == 0, run.output[-3000:]
+    assert "Restart step-ca (binary 0.0.1 -> " in run.output
+    pid = sh(ca, "systemctl show -p MainPID --value step-ca").strip()
+    assert pid not in ("0", old_pid)
+    assert sh(ca, argv0.format(pid)).strip() == "/opt/bin/step-ca"
+    assert bed.versions["step-ca"] in sh(ca, "/opt/bin/step-ca version")
+    sh(ca, "rm -f /opt/bin/step-ca.real")
+    again = deploy(bed.inventory_docker)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
