@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import re
 import ssl
 import urllib.error
@@ -195,9 +196,15 @@ def _request(
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers.items()), e.read()
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
+        try:
+            answer = e.read()
+        except (OSError, http.client.HTTPException):
+            answer = b""  # the status is the answer; its error document was cut short
+        return e.code, dict(e.headers.items()), answer
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        # A server that refuses a request may reset the connection before answering
+        # (RemoteDisconnected, BadStatusLine, a broken pipe while the body is sent).
+        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         raise S3Error(f"{method} {url}: {reason}") from None
 
 

@@ -116,6 +116,17 @@ class _Bucket(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         auth = self.headers.get("Authorization", "")
+        if self.refuse == "garbage":  # not HTTP at all, then the connection closes
+            self.wfile.write(b"garbage\r\n")
+            self.close_connection = True
+            return None
+        if self.refuse == "truncated":  # an error document cut short by a reset
+            self.send_response(403)
+            self.send_header("Content-Length", "500")
+            self.end_headers()
+            self.wfile.write(b"<Error><Code>Signa")
+            self.close_connection = True
+            return None
         if self.refuse:
             return self._deny(403, self.refuse)
         if not auth.startswith("AWS4-HMAC-SHA256 Credential=AK/"):
@@ -156,6 +167,13 @@ def test_put_object_reports_the_servers_error_code(bucket):
     _Bucket.refuse = "NoSuchBucket"
     with pytest.raises(s3.S3Error, match="HTTP 403 NoSuchBucket: denied"):
         s3.put_object(bucket, "bkt", "k", b"x", s3.Credentials("AK", "SK"))
+
+
+@pytest.mark.parametrize("answer", ["garbage", "truncated"])
+def test_put_object_reports_a_broken_answer(bucket, answer):
+    _Bucket.refuse = answer
+    with pytest.raises(s3.S3Error, match=f"PUT {bucket}/bkt/k"):
+        s3.put_object(bucket, "bkt", "k", b"x", s3.Credentials("AK", "SK"), timeout=5)
 
 
 def test_put_object_reports_an_unreachable_endpoint():
