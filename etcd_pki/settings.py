@@ -164,8 +164,10 @@ def _check(v: dict[str, Any]) -> list[str]:
         if not path:
             out.append("`install_controller_dir` must name a directory on the controller")
 
-    for name in ("bin_dir", "ca_dir", "ssl_dir", "step_dir", "etcd_data_root"):
+    dirs = ("bin_dir", "ca_dir", "ssl_dir", "step_dir", "etcd_data_root")
+    for name in dirs:
         out.extend(_check_path(name, v[name]))
+    out.extend(_overlaps({name: str(v[name]) for name in dirs}))
     for name in ("ca_user", "client_key_owner", "etcd_user"):
         if not _USER_RE.match(str(v[name])):
             out.append(f"`{name}` = {v[name]!r} is not a valid user name")
@@ -258,6 +260,21 @@ def _check_path(name: str, value: Any) -> list[str]:
         # "/", "/etc", "/opt": the deploy owns and fills this directory.
         return [f"`{name}` = {value!r} is too close to / to be owned by this deploy"]
     return []
+
+
+def _overlaps(paths: dict[str, str]) -> list[str]:
+    """Each directory is owned by one part of the deploy (a former cert-manager's
+    `ca_dir` is deleted, for one): none may be another or lie inside another."""
+    out = []
+    items = [(name, PurePosixPath(path)) for name, path in paths.items()]
+    for i, (name, path) in enumerate(items):
+        for other, other_path in items[i + 1 :]:
+            if path == other_path:
+                out.append(f"`{name}` and `{other}` are the same directory ({path})")
+            elif path.is_relative_to(other_path) or other_path.is_relative_to(path):
+                inner, outer = (name, other) if path.is_relative_to(other_path) else (other, name)
+                out.append(f"`{inner}` must not lie inside `{outer}` ({paths[inner]})")
+    return out
 
 
 def _is_dns_name(name: str) -> bool:

@@ -176,6 +176,16 @@ CASES = [
         drop("etcd-k8s-2", "ssl_dir"),
         "host etcd-k8s-2: setting `ssl_dir` is missing",
     ),
+    (
+        "two directories are the same",
+        everywhere(step_dir="/etc/step-ca"),
+        "`ca_dir` and `step_dir` are the same directory (/etc/step-ca)",
+    ),
+    (
+        "a directory inside another",
+        everywhere(ssl_dir="/etc/step-ca/ssl"),
+        "`ssl_dir` must not lie inside `ca_dir` (/etc/step-ca/ssl)",
+    ),
     ("bad dns_domain", everywhere(dns_domain="local_"), "`dns_domain` = 'local_'"),
     ("boolean as string", everywhere(renew_persistent="yes"), "`renew_persistent` must be True"),
     ("multi-line post command", everywhere(renew_post_command="a\nb"), "`renew_post_command`"),
