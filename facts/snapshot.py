@@ -32,9 +32,22 @@ class Want:
     links: frozenset[str] = frozenset()  # symlink target
     contents: frozenset[str] = frozenset()  # full text (public files only)
     units: frozenset[str] = frozenset()  # systemd SubState / UnitFileState
-    finds: frozenset[tuple[str, str]] = frozenset()  # files (directory, name glob), depth 1
+    finds: frozenset[tuple[str, str]] = frozenset()  # (directory, name glob), depth 1
     users: frozenset[str] = frozenset()  # /etc/passwd entry (gid, home, shell)
     groups: frozenset[str] = frozenset()  # /etc/group entry (gid)
+    packages: frozenset[str] = frozenset()  # Debian packages (installed or not)
+
+    @classmethod
+    def of(cls, **paths: Iterable) -> Want:
+        """``Want.of(stat=[...], units={...})``: any iterables, frozen."""
+        return cls(**{k: frozenset(v) for k, v in paths.items()})
+
+    def __or__(self, other: Want) -> Want:
+        return Want(**{k: v | getattr(other, k) for k, v in vars(self).items()})
+
+    def covers(self, other: Want) -> bool:
+        """Everything ``other`` asks for is read by this one too."""
+        return all(v <= getattr(self, k) for k, v in vars(other).items())
 
     def __str__(self) -> str:  # pyinfra prints fact arguments in its log
         counts = {k: len(v) for k, v in vars(self).items() if v}
@@ -67,9 +80,11 @@ class Snapshot:
     contents: dict[str, str | None] = field(default_factory=dict)
     running: dict[str, bool] = field(default_factory=dict)
     enabled: dict[str, bool] = field(default_factory=dict)
-    found: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    found: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # regular files
+    found_dirs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     passwd: dict[str, list[str]] = field(default_factory=dict)  # name -> passwd fields
     group_ids: dict[str, str] = field(default_factory=dict)  # group name -> gid
+    installed: set[str] = field(default_factory=set)  # Debian packages installed
 
     def _info(self, path: str) -> PathInfo | None:
         return self.paths.get(path) if path in self.want.stat else None
@@ -126,6 +141,10 @@ class Snapshot:
             and fields[6] == shell
         )
 
+    def has_package(self, package: str) -> bool:
+        """Debian package ``package`` is installed (as pyinfra's DebPackages lists it)."""
+        return package in self.want.packages and package in self.installed
+
     def unit_is(self, unit: str, running: bool, enabled: bool) -> bool:
         """`systemd.service(unit, running=, enabled=)` would change nothing."""
         if unit not in self.want.units or unit not in self.running:
@@ -162,12 +181,19 @@ class HostSnapshot(FactBase):
         for directory, pattern in sorted(want.finds):
             parts += [
                 f"echo {q(f'==> find {directory} {pattern}')}",
-                f"find {q(directory)} -maxdepth 1 -type f -name {q(pattern)}",
+                f"find {q(directory)} -mindepth 1 -maxdepth 1 -name {q(pattern)} "
+                "\\( -type f -o -type d \\) -printf '%y %p\\n'",
             ]
         for kind, names in (("passwd", want.users), ("group", want.groups)):
             if names:
                 pattern = "^(" + "|".join(re.escape(n) for n in sorted(names)) + "):"
                 parts += [f"echo '==> {kind}'", f"grep -E {q(pattern)} /etc/{kind}"]
+        if want.packages:
+            names = " ".join(q(p) for p in sorted(want.packages))
+            parts += [
+                "echo '==> packages'",
+                f"dpkg-query -W -f '${{db:Status-Abbrev}}|${{Package}}\\n' {names} 2>/dev/null",
+            ]
         if want.units:
             units = " ".join(q(u) for u in sorted(want.units))
             parts += [
@@ -187,6 +213,7 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
     snap = Snapshot(want=want)
     snap.contents = dict.fromkeys(want.contents)
     snap.found = {key: [] for key in want.finds}
+    snap.found_dirs = {key: [] for key in want.finds}
     sections: list[tuple[str, str, list[str]]] = []
     for line in output:
         if line.startswith("==> "):
@@ -211,7 +238,11 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
             snap.contents[arg] = (text if text.endswith("\n") else text + "\n") if text else None
         elif kind == "find":
             directory, _, pattern = arg.partition(" ")
-            snap.found[(directory, pattern)] = [line for line in lines if line]
+            for line in lines:
+                kind, _, path = line.partition(" ")
+                found = {"f": snap.found, "d": snap.found_dirs}.get(kind)
+                if found is not None and path:
+                    found.setdefault((directory, pattern), []).append(path)
         elif kind == "passwd":  # name:x:uid:gid:comment:home:shell, as pyinfra's Users
             for line in lines:
                 fields = line.split(":")
@@ -222,6 +253,11 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
                 fields = line.split(":")
                 if len(fields) >= 3:
                     snap.group_ids[fields[0]] = fields[2]
+        elif kind == "packages":
+            for line in lines:
+                status, _, name = line.partition("|")
+                if status.startswith("ii"):
+                    snap.installed.add(name.partition(":")[0])
         elif kind == "units":
             # One block of KEY=VALUE lines per unit, blocks separated by a blank line.
             block: dict[str, str] = {}

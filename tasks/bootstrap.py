@@ -8,20 +8,39 @@ from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
 from etcd_pki.certs import fingerprint
+from etcd_pki.plan import HostPlan
+from facts.snapshot import Want
 from tasks import batch
-from tasks.common import ca_root_pem, get_plan, snapshot, this_host
+from tasks.common import ca_root_pem, get_plan, reads, snapshot, this_host
+
+LINKS = ("peer-ca.crt", "client-ca.crt")
+
+
+def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
+    """The root certificate, step's defaults.json and the CA links of ``me``."""
+    s = me.settings
+    links = [f"{s.ssl_dir}/{link}" for link in LINKS]
+    return f"{s.ssl_dir}/root_ca.crt", f"{s.step_dir}/config/defaults.json", links
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    root_path, defaults_path, links = _paths(me)
+    return Want.of(
+        contents={root_path, defaults_path}, stat={me.settings.ssl_dir, *links}, links=links
+    )
 
 
 def _bootstrap_state() -> tuple[bool, bool]:
-    """(root file differs, step's CA URL/fingerprint differ), read at execute time.
+    """(root file differs, step's CA URL/fingerprint differ), at execute time.
 
-    Both files are read with one command.
+    The root is the CA's now (it may be created in this run); the host's two files are
+    as they were before the run (only the operations these answers decide write them).
     """
     plan = get_plan()
-    s = this_host().settings
     root = ca_root_pem()
-    root_path, defaults_path = f"{s.ssl_dir}/root_ca.crt", f"{s.step_dir}/config/defaults.json"
-    found = snapshot(contents={root_path, defaults_path}).contents
+    root_path, defaults_path, _ = _paths(this_host())
+    found = snapshot(Want.of(contents={root_path, defaults_path})).contents
     try:
         defaults = json.loads(found[defaults_path] or "{}")
     except ValueError:
@@ -44,10 +63,10 @@ def trust_ca() -> None:
         trust_ca()
     """
     plan = get_plan()
-    s = this_host().settings
-    root_path = f"{s.ssl_dir}/root_ca.crt"
-    links = [f"{s.ssl_dir}/{link}" for link in ("peer-ca.crt", "client-ca.crt")]
-    before = snapshot(stat={s.ssl_dir, *links}, links=links)
+    me = this_host()
+    s = me.settings
+    root_path, _, links = _paths(me)
+    before = snapshot(_reads(me))
     if not before.is_directory(s.ssl_dir, mode="755"):
         batch.directories(name=f"Directory {s.ssl_dir}", modes={s.ssl_dir: "755"})
 

@@ -6,7 +6,6 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -15,8 +14,16 @@ from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_nam
 from etcd_pki.settings import Settings, parse_duration
 from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaDnsNames
-from facts.snapshot import Snapshot
-from tasks.common import get_plan, rendered_sha1, snapshot, system_account, this_host
+from facts.snapshot import Snapshot, Want
+from tasks.common import (
+    fact_before_run,
+    get_plan,
+    reads,
+    rendered_sha1,
+    snapshot,
+    system_account,
+    this_host,
+)
 
 # (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
 # reads it at run time. The intermediate key and its password belong to the CA user.
@@ -133,18 +140,27 @@ def ca_permissions(s: Settings, before: Snapshot | None = None) -> None:
         _directory(d, path, owner, group, mode, s, before)
 
 
-def ca_snapshot(s: Settings) -> Snapshot:
-    """The CA's account, files, directories, unit and service before the run (one
-    command; owner, group and mode only: no CA file is read)."""
+@reads
+def _reads(me: HostPlan) -> Want:
+    """A cert-manager's CA account, files, directories, unit and service (owner, group
+    and mode only: no CA file is read)."""
+    if not me.is_cert_manager:
+        return Want()
+    s = me.settings
     d = s.ca_dir
     paths = {f"{d}/{p}".rstrip("/") for p, *_ in (*CA_FILES, *CA_DIRS)}
-    return snapshot(
+    return Want.of(
         stat={*paths, UNIT_PATH},
         sha1={UNIT_PATH},
         units={"step-ca.service"},
         users={s.ca_user},
         groups={s.ca_user},
     )
+
+
+def ca_snapshot() -> Snapshot:
+    """This cert-manager's CA as it was before the run."""
+    return snapshot(_reads(this_host()))
 
 
 def _directory(
@@ -186,7 +202,7 @@ def init_ca() -> None:
     # Operations the snapshot shows nothing to do for are left out. The account and the
     # unit are written by nothing else; files and directories only while nothing below
     # touches the CA (no init, lifetimes or names change): see `untouched`.
-    before = ca_snapshot(s)
+    before = ca_snapshot()
     ca_account(s, before)
     # Only the top and secrets/ before init: `step ca init` creates the rest.
     for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
@@ -198,7 +214,7 @@ def init_ca() -> None:
         # an existing CA's keys are encrypted with the passwords it already has.
         for secret in ("password", "provisioner_password"):
             path = f"{d}/secrets/{secret}"
-            if not host.get_fact(File, path=path):
+            if not before.is_file(path):
                 server.shell(
                     name=f"Generate the CA's {secret.replace('_', ' ')} on this node",
                     commands=[
@@ -241,7 +257,7 @@ def init_ca() -> None:
         )
     # A step-ca binary that install_step replaces in this run (the prepare-time versions:
     # what was installed before the run) is only used once step-ca restarts.
-    installed = host.get_fact(StepVersions, bin_dir=s.bin_dir).get("step-ca")
+    installed = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step-ca")
     upgraded = initialised is None and installed not in (None, s.step_ca_version)
     restarted = started = None
     if upgraded:

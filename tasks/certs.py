@@ -12,13 +12,13 @@ import gevent.lock
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.facts.files import FindDirectories
 from pyinfra.operations import files, python, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from facts.pki import CertStates
-from tasks.common import ca_root_pem, get_plan, pyinfra_host, this_host
+from facts.snapshot import Want
+from tasks.common import ca_root_pem, get_plan, pyinfra_host, reads, snapshot, this_host
 
 KEY_FLAGS = {
     "EC": "--kty EC --curve P-256",
@@ -74,6 +74,17 @@ def issue_command(me: HostPlan, cert: CertSpec, ca_url: str) -> str:
     )
 
 
+def _interrupted(me: HostPlan) -> tuple[str, str]:
+    # A host that died during an issuance keeps the temp dir with the new key in it (the
+    # shell's trap never ran); only this task writes .issue-* directories.
+    return (me.settings.ssl_dir, ".issue-*")
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    return Want.of(finds={_interrupted(me)}) if me.certs else Want()
+
+
 @deploy("Issue certificates")
 def issue_certificates() -> None:
     """Issue this host's peer/server/client certificates when missing or no longer right.
@@ -90,9 +101,7 @@ def issue_certificates() -> None:
     if not me.certs:
         return
     s = me.settings
-    # A host that died during an issuance keeps the temp dir with the new key in it (the
-    # shell's trap never ran); only this task writes .issue-* directories.
-    stale = host.get_fact(FindDirectories, path=s.ssl_dir, fname=".issue-*", maxdepth=1) or []
+    stale = snapshot(_reads(me)).found_dirs[_interrupted(me)]
     for path in stale:
         files.directory(
             name=f"Remove {path} (left by an interrupted issuance)", path=path, present=False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
+from collections.abc import Callable, Hashable
 from hashlib import sha1
 
 import gevent.lock
@@ -82,11 +85,53 @@ def ca_root_pem() -> str:
     return _roots[key]
 
 
-def snapshot(**want: frozenset) -> Snapshot:
-    """This host's paths and units listed in ``want`` (see facts.snapshot.Want), read
-    with one command. At prepare time: the state before the run."""
-    wanted = Want(**{k: frozenset(v) for k, v in want.items()})
-    return parse(host.get_fact(HostSnapshot, want=wanted), wanted)
+WantOf = Callable[[HostPlan], Want]
+_readers: list[WantOf] = []
+_snapshots: dict[tuple[int, str], Snapshot] = {}
+
+
+def reads(want_of: WantOf) -> WantOf:
+    """Register what a task reads on a host (a function of its plan) so that the first
+    `snapshot()` on the host reads it together with every other registered task's.
+
+    .. code:: python
+
+        @reads
+        def _reads(me: HostPlan) -> Want:
+            return Want.of(stat=[f"{me.settings.ssl_dir}"])
+    """
+    _readers.append(want_of)
+    return want_of
+
+
+def snapshot(want: Want) -> Snapshot:
+    """This host's state as it was before the run, for what ``want`` lists.
+
+    The first call on a host (at prepare time, before any operation runs) reads what
+    every `reads`-registered task wants in one command; later calls are answered from
+    it. pyinfra 3 keeps no fact cache, so without this each task paid a round trip.
+    A ``want`` that nobody registered is read on its own.
+    """
+    key = (id(ctx_inventory.get()), host.name)
+    if key not in _snapshots:
+        me = this_host()
+        union = functools.reduce(operator.or_, (r(me) for r in _readers), want)
+        _snapshots[key] = parse(host.get_fact(HostSnapshot, want=union), union)
+    if _snapshots[key].want.covers(want):
+        return _snapshots[key]
+    return parse(host.get_fact(HostSnapshot, want=want), want)
+
+
+_facts: dict[tuple, object] = {}
+
+
+def fact_before_run(cls: type, **kwargs: Hashable):
+    """`host.get_fact(cls, **kwargs)`, read once per host and run (facts at prepare time
+    describe the host before the run; several tasks ask for the same one)."""
+    key = (id(ctx_inventory.get()), host.name, cls, tuple(sorted(kwargs.items())))
+    if key not in _facts:
+        _facts[key] = host.get_fact(cls, **kwargs)
+    return _facts[key]
 
 
 def render(src: str, **data) -> str:

@@ -13,13 +13,21 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
-from tasks.common import get_plan, pyinfra_host, rendered_sha1, snapshot, system_account, this_host
+from facts.snapshot import Want
+from tasks.common import (
+    get_plan,
+    pyinfra_host,
+    reads,
+    rendered_sha1,
+    snapshot,
+    system_account,
+    this_host,
+)
 from tasks.install import install_etcd_release
 
 ETC_DIR = "/etc/etcd"
@@ -64,6 +72,28 @@ def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
     )
 
 
+def _paths(me: HostPlan) -> tuple[str, str, str]:
+    """etcd's service name, unit file and member directory on ``me``."""
+    service = f"{me.settings.etcd_service_name}.service"
+    return service, f"/etc/systemd/system/{service}", f"{me.etcd_data_dir}/member"
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    if not me.is_etcd:
+        return Want()
+    s = me.settings
+    service, unit_path, member_path = _paths(me)
+    return Want.of(
+        stat={ETC_DIR, s.etcd_data_root, me.etcd_data_dir, member_path, ENV_FILE, unit_path},
+        sha1={ENV_FILE, unit_path},
+        units={service, "etcd.service"},
+        packages=PACKAGES if s.etcd_install_source == "debian" else (),
+        users={s.etcd_user} if s.etcd_install_source == "release" else (),
+        groups={s.etcd_user} if s.etcd_install_source == "release" else (),
+    )
+
+
 @deploy("Install etcd")
 def install_etcd() -> None:
     """Install etcd: Debian packages (not letting the package start a default etcd), or
@@ -78,19 +108,20 @@ def install_etcd() -> None:
     """
     me = this_host()
     s = me.settings
+    before = snapshot(_reads(me))
     if s.etcd_install_source == "release":
-        system_account(s.etcd_user, s.etcd_data_root, "etcd")
-        files.directory(
-            name=f"Directory {s.etcd_data_root}",
-            path=s.etcd_data_root,
-            user=s.etcd_user,
-            group=s.etcd_user,
-            mode="700",
-        )
+        system_account(s.etcd_user, s.etcd_data_root, "etcd", before)
+        if not before.is_directory(s.etcd_data_root, s.etcd_user, s.etcd_user, "700"):
+            files.directory(
+                name=f"Directory {s.etcd_data_root}",
+                path=s.etcd_data_root,
+                user=s.etcd_user,
+                group=s.etcd_user,
+                mode="700",
+            )
         install_etcd_release()
         return
-    installed = host.get_fact(DebPackages) or {}
-    missing = [p for p in PACKAGES if p not in installed]
+    missing = [p for p in PACKAGES if not before.has_package(p)]
     if missing:
         # policy-rc.d (exit 101) stops the package from starting etcd with its defaults.
         server.shell(
@@ -157,11 +188,8 @@ def configure_etcd() -> None:
     plan = get_plan()
     me = this_host()
     s = me.settings
-    service = f"{s.etcd_service_name}.service"
+    service, unit_path, member_path = _paths(me)
     etcd_bin, _ = etcd_bins(me)
-
-    unit_path = f"/etc/systemd/system/{service}"
-    member_path = f"{me.etcd_data_dir}/member"
     env_data = {"me": me, "s": s, "server": me.cert("server"), "peer": me.cert("peer")}
     unit_data = {
         "me": me,
@@ -170,13 +198,9 @@ def configure_etcd() -> None:
         "initial_env_file": INITIAL_ENV_FILE,
         "etcd_bin": etcd_bin,
     }
-    # One command reads what the operations below would check; each is emitted only
+    # What the operations below would check, as before the run; each is emitted only
     # where something differs (nothing earlier in the deploy writes these paths).
-    before = snapshot(
-        stat={ETC_DIR, me.etcd_data_dir, member_path, ENV_FILE, unit_path},
-        sha1={ENV_FILE, unit_path},
-        units={service, "etcd.service"},
-    )
+    before = snapshot(_reads(me))
     if not before.is_directory(ETC_DIR, mode="755"):
         files.directory(name=f"Directory {ETC_DIR}", path=ETC_DIR, mode="755")
     if not before.is_directory(me.etcd_data_dir, user=s.etcd_user, group=s.etcd_user, mode="700"):

@@ -29,7 +29,7 @@ from etcd_pki.release import (
 from etcd_pki.settings import Settings
 from facts.pki import EtcdVersions, StepVersions
 from tasks import batch
-from tasks.common import this_host
+from tasks.common import fact_before_run, this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
 
@@ -157,7 +157,7 @@ def install_step() -> None:
     wanted = {"step": s.step_version}
     if me.is_cert_manager:
         wanted["step-ca"] = s.step_ca_version
-    installed = host.get_fact(StepVersions, bin_dir=s.bin_dir)
+    installed = fact_before_run(StepVersions, bin_dir=s.bin_dir)
     missing = {b: v for b, v in wanted.items() if installed.get(b) != v}
     if not missing:
         return

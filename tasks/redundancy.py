@@ -22,8 +22,6 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import Host, StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File
 from pyinfra.operations import python, server, systemd
 
 from etcd_pki import s3
@@ -46,13 +44,30 @@ from etcd_pki.redundancy import (
 )
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
-from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions
-from tasks.common import get_plan, pyinfra_host, this_host
+from facts.snapshot import Want
+from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
+from tasks.common import get_plan, pyinfra_host, reads, snapshot, this_host
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
 CA_SERVICE = "step-ca.service"
+
+
+def _ca_json(me: HostPlan) -> str:
+    return f"{me.settings.ca_dir}/config/ca.json"
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    # Whether the host holds a CA: the active (a CA-less failover target), or a host
+    # that is no longer a cert-manager (material to retire); age on cert-managers.
+    return Want.of(stat={_ca_json(me)}, packages={AGE_PACKAGE} if me.is_cert_manager else ())
+
+
+def _holds_ca(me: HostPlan) -> bool:
+    """`config/ca.json` was on this host before the run."""
+    return snapshot(_reads(me)).is_file(_ca_json(me))
 
 
 def _real(value: str, s: Settings) -> str:
@@ -96,7 +111,7 @@ def install_age() -> None:
 
         install_age()
     """
-    if AGE_PACKAGE in (host.get_fact(DebPackages) or {}):
+    if snapshot(Want.of(packages={AGE_PACKAGE})).has_package(AGE_PACKAGE):
         return
     server.shell(
         name=f"Install {AGE_PACKAGE} (encrypts the CA material for standbys and backups)",
@@ -117,7 +132,7 @@ def check_ca_material() -> None:
     """
     plan = get_plan()
     me = this_host()
-    if not me.is_active_ca or host.get_fact(File, path=f"{me.settings.ca_dir}/config/ca.json"):
+    if not me.is_active_ca or _holds_ca(me):
         return
     roots: dict[str, list[str]] = {}
     for name, other in plan.hosts.items():
@@ -154,7 +169,7 @@ def retire_ca_material() -> None:
     """
     plan = get_plan()
     s = this_host().settings
-    if not host.get_fact(File, path=f"{s.ca_dir}/config/ca.json"):
+    if not _holds_ca(this_host()):
         return
     mine = host.get_fact(PublicFile, path=f"{s.ca_dir}/certs/root_ca.crt")
     active = pyinfra_host(plan.active_ca).get_fact(
@@ -194,14 +209,16 @@ def standby_ca() -> None:
 
         standby_ca()
     """
+    before = ca_snapshot()
     # A former active that is reachable again must not keep serving.
-    systemd.service(
-        name="step-ca stopped and disabled (standby)",
-        service=CA_SERVICE,
-        running=False,
-        enabled=False,
-    )
-    ca_account(this_host().settings)
+    if not before.unit_is(CA_SERVICE, running=False, enabled=False):
+        systemd.service(
+            name="step-ca stopped and disabled (standby)",
+            service=CA_SERVICE,
+            running=False,
+            enabled=False,
+        )
+    ca_account(this_host().settings, before)
 
 
 @deploy("CA material on standbys")

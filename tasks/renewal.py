@@ -8,12 +8,26 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from etcd_pki.plan import CertSpec, HostPlan
+from facts.snapshot import Want
 from tasks import batch
-from tasks.common import render, snapshot, this_host
+from tasks.common import reads, render, snapshot, this_host
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "step-renew-"
 SUFFIXES = ("service", "timer")
+STALE = (UNIT_DIR, f"{UNIT_PREFIX}*")  # every renewal unit on the host, planned or not
+
+
+def _units(me: HostPlan) -> list[tuple[CertSpec, str, str]]:
+    """(certificate, unit path, "service" | "timer") of each planned renewal unit."""
+    return [(cert, f"{UNIT_DIR}/{cert.unit}.{sfx}", sfx) for cert in me.certs for sfx in SUFFIXES]
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    paths = [path for _, path, _ in _units(me)]
+    timers = [f"{cert.unit}.timer" for cert in me.certs]
+    return Want.of(stat=paths, sha1=paths, units=timers, finds={STALE})
 
 
 def unit_data(me: HostPlan, cert: CertSpec) -> dict:
@@ -45,13 +59,12 @@ def renewal_units() -> None:
         renewal_units()
     """
     me = this_host()
-    units = [(cert, f"{UNIT_DIR}/{cert.unit}.{sfx}", sfx) for cert in me.certs for sfx in SUFFIXES]
+    units = _units(me)
     timers = [f"{cert.unit}.timer" for cert in me.certs]
-    # One command reads every unit file, timer and stale unit; operations are emitted
-    # only where something differs (this task is the only writer of these units).
-    pattern = (UNIT_DIR, f"{UNIT_PREFIX}*")
     paths = [path for _, path, _ in units]
-    before = snapshot(stat=paths, sha1=paths, units=timers, finds={pattern})
+    # Every unit file, timer and stale unit as before the run; operations are emitted
+    # only where something differs (this task is the only writer of these units).
+    before = snapshot(_reads(me))
     written = []
     for cert, dest, suffix in units:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
@@ -63,7 +76,7 @@ def renewal_units() -> None:
             files=written,
         )
 
-    stale = sorted(set(before.found[pattern]) - set(paths))
+    stale = sorted(set(before.found[STALE]) - set(paths))
     for timer in (p for p in stale if p.endswith(".timer")):
         name = timer.rsplit("/", 1)[-1]
         server.shell(

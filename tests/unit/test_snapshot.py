@@ -32,8 +32,9 @@ def output() -> list[str]:
         "==> content /etc/step/config/defaults.json",
         base64.b64encode(DEFAULTS.encode()).decode(),
         "==> find /etc/systemd/system step-renew-*",
-        "/etc/systemd/system/step-renew-a.service",
-        "/etc/systemd/system/step-renew-a.timer",
+        "f /etc/systemd/system/step-renew-a.service",
+        "f /etc/systemd/system/step-renew-a.timer",
+        "d /etc/systemd/system/step-renew-a.timer.d",
         "==> units",
         "Id=etcd.service",
         "SubState=running",
@@ -88,6 +89,18 @@ def test_units_and_find():
         "/etc/systemd/system/step-renew-a.service",
         "/etc/systemd/system/step-renew-a.timer",
     ]
+    assert snap.found_dirs[("/etc/systemd/system", "step-renew-*")] == [
+        "/etc/systemd/system/step-renew-a.timer.d"
+    ]
+
+
+def test_wants_combine_and_cover():
+    a = Want.of(stat=["/a"], units={"x.service"})
+    b = Want.of(stat={"/b"}, finds={("/d", "*")})
+    both = a | b
+    assert both.stat == {"/a", "/b"} and both.units == {"x.service"} and both.finds == {("/d", "*")}
+    assert both.covers(a) and both.covers(b) and both.covers(Want())
+    assert not a.covers(both) and not a.covers(Want.of(sha1=["/a"]))
 
 
 def test_command_reads_each_thing_once_and_always_succeeds():
@@ -95,3 +108,19 @@ def test_command_reads_each_thing_once_and_always_succeeds():
     assert command.count("stat --printf") == 1 and command.count("sha1sum") == 1
     assert command.count("systemctl show") == 1 and command.endswith("; true")
     assert "base64 -w0 /etc/step/config/defaults.json" in command
+
+
+def test_find_command_lists_files_and_directories(tmp_path):
+    import subprocess
+
+    (tmp_path / "step-renew-a.timer").write_text("")
+    (tmp_path / ".issue-x").mkdir()
+    (tmp_path / "other").write_text("")
+    want = Want.of(finds={(str(tmp_path), "step-renew-*"), (str(tmp_path), ".issue-*")})
+    out = subprocess.run(
+        ["sh", "-c", HostSnapshot().command(want)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    snap = parse(out, want)
+    assert snap.found[(str(tmp_path), "step-renew-*")] == [f"{tmp_path}/step-renew-a.timer"]
+    assert snap.found_dirs[(str(tmp_path), ".issue-*")] == [f"{tmp_path}/.issue-x"]
+    assert snap.found[(str(tmp_path), ".issue-*")] == []
