@@ -137,9 +137,12 @@ def encrypt_command(
     if db_service:
         svc = shlex.quote(db_service)
         # On failure the trap starts it again; on success the script does, so that a
-        # CA that does not come back makes the backup fail loudly.
-        restart = f'; [ "$restart" = 0 ] || systemctl start {svc}'
-        start_again = f'; if [ "$restart" = 1 ]; then restart=0; systemctl start {svc}; fi'
+        # CA that does not come back makes the backup fail loudly. reset-failed first:
+        # a deliberate restart must not count towards the unit's crash-loop start limit
+        # (StartLimitBurst), or a few backups in a row leave the CA stopped.
+        start = f"systemctl reset-failed {svc} 2>/dev/null; systemctl start {svc}"
+        restart = f'; [ "$restart" = 0 ] || {{ {start}; }}'
+        start_again = f'; if [ "$restart" = 1 ]; then restart=0; {start}; fi'
         db = (
             "if [ -d db ]; then dbs=db; "
             f"if systemctl is-active --quiet {svc}; then restart=1; systemctl stop {svc}; fi; "
