@@ -60,6 +60,7 @@ RULES = {
     "timer-missing": "the certificate's renewal timer is not installed",
     "timer-disabled": "the renewal timer is not enabled",
     "timer-inactive": "the renewal timer is not active (not scheduled)",
+    "renewal-failed": "the renewal service's last run failed (warning; see its journal)",
     "root-missing": "ssl_dir/root_ca.crt is missing",
     "root-mismatch": "ssl_dir/root_ca.crt is not the CA's root",
     "ca-root-missing": "the active cert-manager has no root certificate",
@@ -119,6 +120,7 @@ class UnitState:
     active: str  # ActiveState: active, inactive, failed, ...
     next_run: datetime | None = None
     last_run: datetime | None = None
+    result: str = ""  # Result of the last run: success, exit-code, timeout, ...
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def parse_unit_states(lines: Iterable[str]) -> dict[str, UnitState]:
             active=props.get("ActiveState", ""),
             next_run=_timestamp(props.get("NextElapseUSecRealtime", "")),
             last_run=_timestamp(props.get("LastTriggerUSec", "")),
+            result=props.get("Result", ""),
         )
         for unit, props in sections.items()
     }
@@ -308,11 +311,29 @@ def evaluate_cert(
     return out
 
 
-def evaluate_timer(spec: CertSpec, state: UnitState | None) -> list[Finding]:
+def evaluate_timer(
+    spec: CertSpec, state: UnitState | None, service: UnitState | None = None
+) -> list[Finding]:
+    """The renewal timer of ``spec`` (and, when read, the service it starts)."""
     path = f"{UNIT_DIR}/{spec.unit}.timer"
-    if state is None or not state.loaded:
-        return [Finding(spec.host, path, "timer-missing", f"no renewal timer for {spec.name}")]
     out = []
+    if service and service.result not in ("", "success"):
+        # A warning: the certificate rules turn it into an error as expiry nears; one
+        # failed run (the CA briefly away) is retried by the next timer run.
+        out.append(
+            Finding(
+                spec.host,
+                f"{UNIT_DIR}/{spec.unit}.service",
+                "renewal-failed",
+                f"last run ended with Result={service.result}: journalctl -u {spec.unit}.service",
+                WARNING,
+            )
+        )
+    if state is None or not state.loaded:
+        return [
+            Finding(spec.host, path, "timer-missing", f"no renewal timer for {spec.name}"),
+            *out,
+        ]
     if state.enabled != "enabled":
         out.append(Finding(spec.host, path, "timer-disabled", f"UnitFileState={state.enabled}"))
     if state.active != "active":
@@ -344,7 +365,8 @@ def evaluate_host(
         out += evaluate_cert(
             spec, obs.certs.get(spec.name), root_pem, s.renew_threshold_percent, now
         )
-        out += evaluate_timer(spec, obs.timers.get(f"{spec.unit}.timer"))
+        timer, service = (obs.timers.get(f"{spec.unit}.{sfx}") for sfx in ("timer", "service"))
+        out += evaluate_timer(spec, timer, service)
 
     if hp.certs:
         root_path = f"{s.ssl_dir}/root_ca.crt"

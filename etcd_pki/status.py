@@ -76,9 +76,9 @@ def host_rows(
     threshold = hp.settings.renew_threshold_percent
     for spec in hp.certs:
         found = obs.certs.get(spec.name)
-        timer = obs.timers.get(f"{spec.unit}.timer")
+        timer, service = (obs.timers.get(f"{spec.unit}.{sfx}") for sfx in ("timer", "service"))
         findings = evaluate_cert(spec, found, root_pem, threshold, now)
-        findings += evaluate_timer(spec, timer)
+        findings += evaluate_timer(spec, timer, service)
         states = [_STATE_OF_RULE[f.rule] for f in findings if f.rule in _STATE_OF_RULE]
         state = min(states, key=STATES.index) if states else "ok"
         row = CertRow(

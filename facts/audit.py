@@ -55,7 +55,9 @@ class UnitStates(FactBase):
     default = dict
 
     def command(self, units: tuple[str, ...]) -> str:
-        props = "Id,LoadState,UnitFileState,ActiveState,NextElapseUSecRealtime,LastTriggerUSec"
+        props = (
+            "Id,LoadState,UnitFileState,ActiveState,NextElapseUSecRealtime,LastTriggerUSec,Result"
+        )
         parts = [
             f"echo '==> '{shlex.quote(u)}; "
             f"TZ=UTC systemctl show -p {props} {shlex.quote(u)} 2>/dev/null"

@@ -120,7 +120,7 @@ def _observe(me: HostPlan, full: bool) -> HostObservation:
 
     try:
         certs = fact(CertStates, certs=me.certs, step=f"{s.bin_dir}/step") if me.certs else {}
-        units = tuple(f"{c.unit}.timer" for c in me.certs)
+        units = tuple(f"{c.unit}.{sfx}" for c in me.certs for sfx in ("timer", "service"))
         if me.is_cert_manager:
             units += ("step-ca.service",)
         unit_states = fact(UnitStates, units=units) if units else {}

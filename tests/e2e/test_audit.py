@@ -155,6 +155,37 @@ def test_planted_violations_are_named_by_host_file_and_rule(bed, scratch):
     assert run.rc == 0, run.output[-3000:]
 
 
+def test_a_failed_renewal_run_is_reported_as_a_warning(bed, scratch):
+    unit = "step-renew-app-server-client.service"
+    override = "/run/etcd-pki/renew-override"  # what renew_now.py writes to force a run
+    sh("etcd-k8s-1", "systemctl stop step-ca")
+    try:
+        sh("app-server", f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {override}")
+        sh("app-server", f"systemctl start {unit}", check=False)  # the CA is away: fails
+    finally:
+        sh("app-server", f"rm -f {override}")
+        sh(
+            "etcd-k8s-1",
+            "systemctl start step-ca; for i in $(seq 1 60); do /opt/bin/step ca health "
+            f"--ca-url https://{bed.ip('etcd-k8s-1')}:9000 --root /etc/step-ca/certs/root_ca.crt"
+            " && exit 0; sleep 0.5; done; exit 1",
+        )
+    report = scratch / "audit.json"
+    try:
+        assert sh("app-server", f"systemctl show -p Result --value {unit}").strip() == "exit-code"
+        run = audit(bed, "--data", f"audit_json={report}")
+    finally:
+        sh("app-server", f"systemctl reset-failed {unit}")
+    assert run.rc == 0, run.output[-3000:]  # a warning, not a violation
+    findings = json.loads(report.read_text())["findings"]
+    assert [(f["host"], f["path"], f["rule"], f["severity"]) for f in findings] == [
+        ("app-server", f"/etc/systemd/system/{unit}", "renewal-failed", "warning")
+    ]
+    assert f"journalctl -u {unit}" in findings[0]["detail"]
+    run = audit(bed, "--data", f"audit_json={report}")
+    assert run.rc == 0 and json.loads(report.read_text())["findings"] == []
+
+
 def test_audit_of_one_host_with_limit(bed):
     run = audit(bed, "--limit", f"@docker/{tb.container_name('app-server')}")
     assert run.rc == 0, run.output[-3000:]

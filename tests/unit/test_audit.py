@@ -312,6 +312,11 @@ def test_parse_unit_states():
         "LoadState=loaded",
         "ActiveState=active",
         "UnitFileState=enabled",
+        "==> step-renew-a-peer.service",
+        "Id=step-renew-a-peer.service",
+        "LoadState=loaded",
+        "ActiveState=failed",
+        "Result=exit-code",
         "==> gone.timer",
         "NextElapseUSecRealtime=",
         "LoadState=not-found",
@@ -324,6 +329,20 @@ def test_parse_unit_states():
     assert a.next_run == datetime(2026, 11, 29, 3, 58, 16, tzinfo=UTC)
     assert a.last_run == datetime.fromtimestamp(1780308000, UTC)
     assert not states["gone.timer"].loaded
+    assert states["step-renew-a-peer.service"].result == "exit-code"
+
+
+def test_a_failed_renewal_run_is_a_warning_naming_the_journal(plan, ca):
+    obs = good_observation(ca, plan.hosts["app-server"])
+    unit = "step-renew-app-server-client.service"
+    ok = UnitState(unit, True, "static", "inactive", result="success")
+    assert audit(plan, ca, "app-server", replace(obs, timers={**obs.timers, unit: ok})) == []
+    failed = replace(ok, active="failed", result="exit-code")
+    findings = audit(plan, ca, "app-server", replace(obs, timers={**obs.timers, unit: failed}))
+    assert [(f.path, f.rule, f.severity) for f in findings] == [
+        (f"/etc/systemd/system/{unit}", "renewal-failed", WARNING)
+    ]
+    assert f"Result=exit-code: journalctl -u {unit}" in findings[0].detail
 
 
 def test_parse_file_stats():
