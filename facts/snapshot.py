@@ -36,6 +36,7 @@ class Want:
     users: frozenset[str] = frozenset()  # /etc/passwd entry (gid, home, shell)
     groups: frozenset[str] = frozenset()  # /etc/group entry (gid)
     packages: frozenset[str] = frozenset()  # Debian packages (installed or not)
+    commands: frozenset[tuple[str, str]] = frozenset()  # (key, read-only command): output
 
     @classmethod
     def of(cls, **paths: Iterable) -> Want:
@@ -85,6 +86,7 @@ class Snapshot:
     passwd: dict[str, list[str]] = field(default_factory=dict)  # name -> passwd fields
     group_ids: dict[str, str] = field(default_factory=dict)  # group name -> gid
     installed: set[str] = field(default_factory=set)  # Debian packages installed
+    outputs: dict[str, list[str]] = field(default_factory=dict)  # key -> output lines
 
     def _info(self, path: str) -> PathInfo | None:
         return self.paths.get(path) if path in self.want.stat else None
@@ -201,6 +203,9 @@ class HostSnapshot(FactBase):
                 "command -v systemctl >/dev/null && systemctl show --all --property Id "
                 f"--property SubState --property UnitFileState {units}",
             ]
+        for key, command in sorted(want.commands):
+            # A subshell: an `exit` in the command ends only its own part.
+            parts += [f"echo {q('==> command ' + key)}", f"( {command} ) 2>/dev/null"]
         # A part fails when a path is missing: go on, and succeed as a whole.
         return "; ".join(f"{{ {p}; }}" for p in parts) + "; true"
 
@@ -253,6 +258,8 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
                 fields = line.split(":")
                 if len(fields) >= 3:
                     snap.group_ids[fields[0]] = fields[2]
+        elif kind == "command":
+            snap.outputs[arg] = lines
         elif kind == "packages":
             for line in lines:
                 status, _, name = line.partition("|")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -17,6 +16,7 @@ from facts.redundancy import CaDnsNames
 from facts.snapshot import Snapshot, Want
 from tasks.common import (
     fact_before_run,
+    fact_want,
     get_plan,
     reads,
     rendered_sha1,
@@ -149,13 +149,18 @@ def _reads(me: HostPlan) -> Want:
     s = me.settings
     d = s.ca_dir
     paths = {f"{d}/{p}".rstrip("/") for p, *_ in (*CA_FILES, *CA_DIRS)}
-    return Want.of(
+    want = Want.of(
         stat={*paths, UNIT_PATH},
         sha1={UNIT_PATH},
         units={"step-ca.service"},
         users={s.ca_user},
         groups={s.ca_user},
     )
+    if me.is_active_ca:  # what init_ca compares with the plan (no secret among them)
+        ca_json = f"{d}/config/ca.json"
+        want |= fact_want(CaClaims, ca_json=ca_json) | fact_want(CaDnsNames, ca_json=ca_json)
+        want |= fact_want(PublicFile, path=f"{d}/config/defaults.json")
+    return want
 
 
 def ca_snapshot() -> Snapshot:
@@ -208,7 +213,7 @@ def init_ca() -> None:
     for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
         _directory(d, path, owner, group, mode, s, before)
 
-    claims = host.get_fact(CaClaims, ca_json=f"{d}/config/ca.json")
+    claims = fact_before_run(CaClaims, ca_json=f"{d}/config/ca.json")
     if claims is None:
         # Passwords: random, made on this node, 0400, never printed. Only for a new CA:
         # an existing CA's keys are encrypted with the passwords it already has.
@@ -311,7 +316,7 @@ def _converge_ca_names(plan: ClusterPlan, s: Settings):
     `ca-url`, each None when there is nothing to rewrite.
     """
     d = s.ca_dir
-    names = host.get_fact(CaDnsNames, ca_json=f"{d}/config/ca.json")
+    names = fact_before_run(CaDnsNames, ca_json=f"{d}/config/ca.json")
     changed = None
     if names is not None and set(names) != set(plan.ca_sans):
         changed = server.shell(
@@ -319,7 +324,7 @@ def _converge_ca_names(plan: ClusterPlan, s: Settings):
             commands=[set_dns_names_command(f"{d}/config/ca.json", plan.ca_sans)],
         )
     defaults = f"{d}/config/defaults.json"
-    url = defaults_ca_url(host.get_fact(PublicFile, path=defaults))
+    url = defaults_ca_url(fact_before_run(PublicFile, path=defaults))
     url_changed = None
     if url is not None and url != plan.ca_url:
         url_changed = server.shell(

@@ -10,7 +10,7 @@ from hashlib import sha1
 
 import gevent.lock
 from pyinfra import host, inventory, state
-from pyinfra.api import Host
+from pyinfra.api import FactBase, Host
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.util import get_template
 from pyinfra.context import ctx_inventory
@@ -122,16 +122,20 @@ def snapshot(want: Want) -> Snapshot:
     return parse(host.get_fact(HostSnapshot, want=want), want)
 
 
-_facts: dict[tuple, object] = {}
+def fact_want(cls: type[FactBase], **kwargs: Hashable) -> Want:
+    """A `Want` that runs the command of pyinfra fact ``cls`` inside the snapshot."""
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
+    key = f"{cls.__module__}.{cls.__name__}({args})"
+    return Want.of(commands={(key, cls().command(**kwargs))})
 
 
-def fact_before_run(cls: type, **kwargs: Hashable):
-    """`host.get_fact(cls, **kwargs)`, read once per host and run (facts at prepare time
-    describe the host before the run; several tasks ask for the same one)."""
-    key = (id(ctx_inventory.get()), host.name, cls, tuple(sorted(kwargs.items())))
-    if key not in _facts:
-        _facts[key] = host.get_fact(cls, **kwargs)
-    return _facts[key]
+def fact_before_run(cls: type[FactBase], **kwargs: Hashable):
+    """`host.get_fact(cls, **kwargs)` as before the run: from the host's snapshot when a
+    task registered `fact_want(cls, **kwargs)` (no command of its own), else read now."""
+    want = fact_want(cls, **kwargs)
+    ((key, _),) = want.commands
+    lines = snapshot(want).outputs.get(key)
+    return cls().process(lines) if lines else cls().default()
 
 
 def render(src: str, **data) -> str:

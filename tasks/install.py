@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server
 
+from etcd_pki.plan import HostPlan
 from etcd_pki.release import (
     ETCD_ARCHES,
     GITHUB_BASE,
@@ -28,8 +28,19 @@ from etcd_pki.release import (
 )
 from etcd_pki.settings import Settings
 from facts.pki import EtcdVersions, StepVersions
+from facts.snapshot import Want
 from tasks import batch
-from tasks.common import fact_before_run, this_host
+from tasks.common import fact_before_run, fact_want, reads, this_host
+
+
+@reads
+def _reads(me: HostPlan) -> Want:
+    s = me.settings
+    want = fact_want(StepVersions, bin_dir=s.bin_dir) | fact_want(Arch)
+    if me.is_etcd and s.etcd_install_source == "release":
+        want |= fact_want(EtcdVersions, bin_dir=s.bin_dir)
+    return want
+
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
 
@@ -163,7 +174,7 @@ def install_step() -> None:
         return
 
     try:
-        arch = arch_for(host.get_fact(Arch))
+        arch = arch_for(fact_before_run(Arch))
     except ValueError as e:
         raise PyinfraError(f"host {me.name}: {e}") from None
     base = source_base(s)
@@ -203,11 +214,11 @@ def install_etcd_release() -> None:
     """
     me = this_host()
     s = me.settings
-    installed = host.get_fact(EtcdVersions, bin_dir=s.bin_dir)
+    installed = fact_before_run(EtcdVersions, bin_dir=s.bin_dir)
     if all(installed.get(b) == s.etcd_version for b in EtcdRelease.BINARIES):
         return
     try:
-        arch = arch_for(host.get_fact(Arch), ETCD_ARCHES, "etcd")
+        arch = arch_for(fact_before_run(Arch), ETCD_ARCHES, "etcd")
     except ValueError as e:
         raise PyinfraError(f"host {me.name}: {e}") from None
     sha256 = s.etcd_sha256.get(arch)

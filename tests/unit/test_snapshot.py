@@ -124,3 +124,25 @@ def test_find_command_lists_files_and_directories(tmp_path):
     assert snap.found[(str(tmp_path), "step-renew-*")] == [f"{tmp_path}/step-renew-a.timer"]
     assert snap.found_dirs[(str(tmp_path), ".issue-*")] == [f"{tmp_path}/.issue-x"]
     assert snap.found[(str(tmp_path), ".issue-*")] == []
+
+
+def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
+    import subprocess
+
+    from facts.pki import PublicFile
+
+    want = Want.of(
+        commands={
+            ("lines", "printf 'a\\n\\nb\\n'"),
+            ("missing", PublicFile().command(path="/nonexistent/file")),
+            ("failing", "echo partial; exit 3"),
+        },
+        stat={"/nonexistent/other"},
+    )
+    out = subprocess.run(
+        ["sh", "-c", HostSnapshot().command(want)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    snap = parse(out, want)
+    assert snap.outputs["lines"] == ["a", "", "b"]
+    assert PublicFile().process(snap.outputs["missing"]) is None
+    assert snap.outputs["failing"] == ["partial"]  # a failing part does not stop the rest
