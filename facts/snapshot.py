@@ -204,8 +204,12 @@ class HostSnapshot(FactBase):
                 f"--property SubState --property UnitFileState {units}",
             ]
         for key, command in sorted(want.commands):
-            # A subshell: an `exit` in the command ends only its own part.
-            parts += [f"echo {q('==> command ' + key)}", f"( {command} ) 2>/dev/null"]
+            # A subshell: an `exit` in the command ends only its own part. Captured, so
+            # output without a final newline (a file's `cat`) still ends its line.
+            parts += [
+                f"echo {q('==> command ' + key)}",
+                f"o=$( ( {command} ) 2>/dev/null ); [ -z \"$o\" ] || printf '%s\\n' \"$o\"",
+            ]
         # A part fails when a path is missing: go on, and succeed as a whole.
         return "; ".join(f"{{ {p}; }}" for p in parts) + "; true"
 

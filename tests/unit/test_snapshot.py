@@ -136,6 +136,7 @@ def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
             ("lines", "printf 'a\\n\\nb\\n'"),
             ("missing", PublicFile().command(path="/nonexistent/file")),
             ("failing", "echo partial; exit 3"),
+            ("no-newline", "printf '{}'"),  # like step's defaults.json
         },
         stat={"/nonexistent/other"},
     )
@@ -146,3 +147,4 @@ def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
     assert snap.outputs["lines"] == ["a", "", "b"]
     assert PublicFile().process(snap.outputs["missing"]) is None
     assert snap.outputs["failing"] == ["partial"]  # a failing part does not stop the rest
+    assert snap.outputs["no-newline"] == ["{}"]
