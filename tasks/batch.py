@@ -26,6 +26,76 @@ def _q(path: str) -> str:
     return shlex.quote(path)
 
 
+Entry = tuple[str, str, str, str]  # (path, user, group, octal mode)
+
+
+# --- command builders: one shell command each, combined by `steps` ----------------
+
+
+def directories_command(modes: Mapping[str, str]) -> str:
+    return " && ".join(f"install -d -m {m} {_q(p)}" for p, m in modes.items())
+
+
+def ownership_command(dirs: Sequence[Entry] = (), files: Sequence[Entry] = ()) -> str:
+    parts = [f"install -d -o {u} -g {g} -m {m} {_q(p)}" for p, u, g, m in dirs]
+    parts += [
+        f"if [ -e {_q(p)} ]; then chown {u}:{g} {_q(p)} && chmod {m} {_q(p)}; fi"
+        for p, u, g, m in files
+    ]
+    return " && ".join(parts)
+
+
+def links_command(targets: Mapping[str, str]) -> str:
+    return " && ".join(f"ln -sfn {_q(t)} {_q(p)}" for p, t in sorted(targets.items()))
+
+
+def write_files_command(
+    files: Sequence[tuple[str, str, str]], owner: str = "root", group: str = "root"
+) -> str:
+    parts = []
+    for dest, content, mode in files:
+        tmp = _q(f"{dest}.etcd-pki-new")
+        data = base64.b64encode(content.encode()).decode()
+        parts.append(
+            f"printf %s {data} | base64 -d > {tmp} && chown {owner}:{group} {tmp} && "
+            f"chmod {mode} {tmp} && mv -f {tmp} {_q(dest)}"
+        )
+    # A subshell: the umask applies to these writes only.
+    return f"( umask 077 && {' && '.join(parts)} )" if parts else ""
+
+
+def units_enabled_command(units: Sequence[str], daemon_reload: bool = False) -> str:
+    commands = ["systemctl daemon-reload"] if daemon_reload else []
+    if units:
+        commands.append(f"systemctl enable --now {' '.join(_q(u) for u in units)}")
+    return " && ".join(commands)
+
+
+# --- operations ---------------------------------------------------------------------
+
+
+@operation()
+def steps(commands: Sequence[str]):
+    """Run the non-empty ``commands`` (from the builders above) in order, as one command
+    that stops at the first failure.
+
+    + commands: shell commands, e.g. ``write_files_command(...)``
+
+    .. code:: python
+
+        batch.steps(
+            name="step-ca unit, enabled and running",
+            commands=[
+                batch.write_files_command([(UNIT_PATH, text, "644")]),
+                batch.units_enabled_command(["step-ca.service"], daemon_reload=True),
+            ],
+        )
+    """
+    parts = [c for c in commands if c]
+    if parts:
+        yield " && ".join(parts)
+
+
 @operation()
 def directories(modes: Mapping[str, str]):
     """Create each directory (and missing parents) and set its mode.
@@ -37,7 +107,27 @@ def directories(modes: Mapping[str, str]):
         batch.directories(name="Directories", modes={"/opt/bin": "755"})
     """
     if modes:
-        yield " && ".join(f"install -d -m {m} {_q(p)}" for p, m in modes.items())
+        yield directories_command(modes)
+
+
+@operation()
+def ownership(dirs: Sequence[Entry] = (), files: Sequence[Entry] = ()):
+    """Owner, group and mode of each ``(path, user, group, mode)``: directories are made
+    when missing, files are never created (a missing one is left to whoever makes it).
+
+    + dirs: directories (created with missing parents)
+    + files: existing files
+
+    .. code:: python
+
+        batch.ownership(
+            name="CA permissions",
+            dirs=[("/etc/step-ca/db", "step", "step", "700")],
+            files=[("/etc/step-ca/secrets/password", "step", "step", "400")],
+        )
+    """
+    if dirs or files:
+        yield ownership_command(dirs, files)
 
 
 @operation()
@@ -66,7 +156,7 @@ def links(targets: Mapping[str, str]):
         batch.links(name="Links", targets={"/etc/etcd/ssl/peer-ca.crt": "root_ca.crt"})
     """
     if targets:
-        yield " && ".join(f"ln -sfn {_q(t)} {_q(p)}" for p, t in sorted(targets.items()))
+        yield links_command(targets)
 
 
 @operation()
@@ -83,16 +173,8 @@ def write_files(files: Sequence[tuple[str, str, str]], owner: str = "root", grou
             files=[("/etc/systemd/system/x.timer", text, "644")],
         )
     """
-    parts = []
-    for dest, content, mode in files:
-        tmp = _q(f"{dest}.etcd-pki-new")
-        data = base64.b64encode(content.encode()).decode()
-        parts.append(
-            f"printf %s {data} | base64 -d > {tmp} && chown {owner}:{group} {tmp} && "
-            f"chmod {mode} {tmp} && mv -f {tmp} {_q(dest)}"
-        )
-    if parts:
-        yield "set -e; umask 077; " + "; ".join(parts)
+    if files:
+        yield write_files_command(files, owner, group)
 
 
 @operation()
@@ -106,8 +188,6 @@ def units_enabled(units: Sequence[str], daemon_reload: bool = False):
 
         batch.units_enabled(name="Timers", units=["x.timer"], daemon_reload=True)
     """
-    commands = ["systemctl daemon-reload"] if daemon_reload else []
-    if units:
-        commands.append(f"systemctl enable --now {' '.join(_q(u) for u in units)}")
-    if commands:
-        yield " && ".join(commands)
+    command = units_enabled_command(units, daemon_reload)
+    if command:
+        yield command

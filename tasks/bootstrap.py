@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pyinfra.api import deploy
-from pyinfra.operations import python, server
+from pyinfra.operations import python
 
 from etcd_pki.certs import fingerprint
 from etcd_pki.plan import HostPlan
@@ -67,43 +67,35 @@ def trust_ca() -> None:
     s = me.settings
     root_path, _, links = _paths(me)
     before = snapshot(_reads(me))
-    if not before.is_directory(s.ssl_dir, mode="755"):
-        batch.directories(name=f"Directory {s.ssl_dir}", modes={s.ssl_dir: "755"})
-
-    def install_root() -> None:
-        batch.write_files(
-            name=f"{root_path} from {plan.active_ca}",
-            files=[(root_path, ca_root_pem(), "644")],
-        )
-
-    def bootstrap() -> None:
-        install = " --install" if s.install_root_in_trust_store else ""
-        server.shell(
-            name=f"step ca bootstrap --ca-url {plan.ca_url}",
-            commands=[
-                f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
-                f"--fingerprint {fingerprint(ca_root_pem())} --force{install}"
-            ],
-        )
-
-    found: list[tuple[bool, bool]] = []  # read once, when the first check runs
-
-    def differs(which: int) -> bool:
-        # Installing the root does not change what the second check reads.
-        if not found:
-            found.append(_bootstrap_state())
-        return found[0][which]
-
-    python.call(
-        name=f"Install {root_path} from the CA",
-        function=install_root,
-        _if=lambda: differs(0),
-    )
-    python.call(
-        name=f"Bootstrap step against {plan.ca_url}",
-        function=bootstrap,
-        _if=lambda: differs(1),
-    )
     wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
-    if wrong:
-        batch.links(name=f"{', '.join(wrong)} -> root_ca.crt", targets=wrong)
+    install = " --install" if s.install_root_in_trust_store else ""
+    found: list[list[str]] = []  # worked out once, when the check runs
+
+    def commands() -> list[str]:
+        """What differs, as commands (at execute time: the CA may be new in this run)."""
+        if not found:
+            root_stale, step_stale = _bootstrap_state()
+            root = ca_root_pem()
+            todo = []
+            if not before.is_directory(s.ssl_dir, mode="755"):
+                todo.append(batch.directories_command({s.ssl_dir: "755"}))
+            if root_stale:
+                todo.append(batch.write_files_command([(root_path, root, "644")]))
+            if wrong:
+                todo.append(batch.links_command(wrong))
+            if step_stale:
+                todo.append(
+                    f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
+                    f"--fingerprint {fingerprint(root)} --force{install}"
+                )
+            found.append(todo)
+        return found[0]
+
+    # Directory, root certificate, links and `step ca bootstrap`: one command, and
+    # none when all is in place.
+    name = f"{root_path} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
+    python.call(
+        name=f"Trust the CA: {name}",
+        function=lambda: batch.steps(name=name, commands=commands()),
+        _if=lambda: bool(commands()),
+    )

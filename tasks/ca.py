@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shlex
+from hashlib import sha1
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
@@ -14,12 +15,13 @@ from etcd_pki.settings import Settings, parse_duration
 from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaDnsNames
 from facts.snapshot import Snapshot, Want
+from tasks import batch
 from tasks.common import (
     fact_before_run,
     fact_want,
     get_plan,
     reads,
-    rendered_sha1,
+    render,
     snapshot,
     system_account,
     this_host,
@@ -123,21 +125,31 @@ def ca_permissions(s: Settings, before: Snapshot | None = None) -> None:
     With ``before``, files and directories it shows right are left out: pass it only
     when nothing earlier in the run can have changed them.
     """
-    d = s.ca_dir
-    for path, owner, group, mode in CA_FILES:
-        user, grp = _owner(owner, s), _owner(group, s)
-        if before and before.is_file(f"{d}/{path}", user=user, group=grp, mode=mode):
-            continue
-        files.file(
-            name=f"{d}/{path} {user}:{grp} {mode}",
-            path=f"{d}/{path}",
-            user=user,
-            group=grp,
-            mode=mode,
-            touch=False,
+    fix_files = [
+        entry
+        for entry in _entries(s, CA_FILES)
+        if not (before and before.is_file(entry[0], *entry[1:]))
+    ]
+    _directories(s, CA_DIRS, before, fix_files)
+
+
+def _entries(s: Settings, table) -> list[tuple[str, str, str, str]]:
+    """(full path, user, group, mode) of CA_FILES/CA_DIRS rows."""
+    return [
+        (f"{s.ca_dir}/{path}".rstrip("/"), _owner(owner, s), _owner(group, s), mode)
+        for path, owner, group, mode in table
+    ]
+
+
+def _directories(s: Settings, table, before: Snapshot | None, fix_files=()) -> None:
+    """Directories of ``table`` (made when missing) and ``fix_files``, one command."""
+    dirs = [e for e in _entries(s, table) if not (before and before.is_directory(*e))]
+    if dirs or fix_files:
+        batch.ownership(
+            name=f"Owner and mode of {len(dirs)} CA directories and {len(fix_files)} files",
+            dirs=dirs,
+            files=fix_files,
         )
-    for path, owner, group, mode in CA_DIRS:
-        _directory(d, path, owner, group, mode, s, before)
 
 
 @reads
@@ -168,27 +180,6 @@ def ca_snapshot() -> Snapshot:
     return snapshot(_reads(this_host()))
 
 
-def _directory(
-    ca_dir: str,
-    path: str,
-    owner: str,
-    group: str,
-    mode: str,
-    s: Settings,
-    before: Snapshot | None = None,
-) -> None:
-    full = f"{ca_dir}/{path}".rstrip("/")
-    if before and before.is_directory(full, _owner(owner, s), _owner(group, s), mode):
-        return
-    files.directory(
-        name=f"{full} {_owner(owner, s)}:{_owner(group, s)} {mode}",
-        path=full,
-        user=_owner(owner, s),
-        group=_owner(group, s),
-        mode=mode,
-    )
-
-
 @deploy("Initialise step-ca")
 def init_ca() -> None:
     """Create the CA on the active cert-manager (once) and keep step-ca running.
@@ -210,8 +201,7 @@ def init_ca() -> None:
     before = ca_snapshot()
     ca_account(s, before)
     # Only the top and secrets/ before init: `step ca init` creates the rest.
-    for path, owner, group, mode in (CA_DIRS[0], CA_DIRS[3]):
-        _directory(d, path, owner, group, mode, s, before)
+    _directories(s, (CA_DIRS[0], CA_DIRS[3]), before)
 
     claims = fact_before_run(CaClaims, ca_json=f"{d}/config/ca.json")
     if claims is None:
@@ -249,16 +239,14 @@ def init_ca() -> None:
 
     unit_data = {"ca_dir": d, "ca_user": s.ca_user, "bin_dir": s.bin_dir, "ca_port": s.ca_port}
     unit = None
-    if not before.has_content(UNIT_PATH, rendered_sha1(UNIT_TEMPLATE, **unit_data), mode="644"):
-        unit = files.template(
-            name="step-ca systemd unit",
-            src=UNIT_TEMPLATE,
-            dest=UNIT_PATH,
-            mode="644",
-            **unit_data,
-        )
-        systemd.daemon_reload(
-            name="systemd daemon-reload (step-ca unit changed)", _if=unit.did_change
+    unit_text = render(UNIT_TEMPLATE, **unit_data)
+    if not before.has_content(UNIT_PATH, sha1(unit_text.encode()).hexdigest(), mode="644"):
+        unit = batch.steps(
+            name="step-ca systemd unit (and daemon-reload)",
+            commands=[
+                batch.write_files_command([(UNIT_PATH, unit_text, "644")]),
+                batch.units_enabled_command([], daemon_reload=True),
+            ],
         )
     # A step-ca binary that install_step replaces in this run (the prepare-time versions:
     # what was installed before the run) is only used once step-ca restarts.
@@ -279,12 +267,7 @@ def init_ca() -> None:
             _if=any_changed(*(op for op in (unit, names_changed) if op)),
         )
     if initialised or not before.unit_is("step-ca.service", running=True, enabled=True):
-        started = systemd.service(
-            name="step-ca enabled and running",
-            service="step-ca.service",
-            running=True,
-            enabled=True,
-        )
+        started = batch.units_enabled(name="step-ca enabled and running", units=["step-ca.service"])
     if claims_changed is not None and initialised is None:
         systemd.service(
             name="Reload step-ca (new lifetimes)",

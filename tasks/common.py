@@ -6,7 +6,6 @@ import functools
 import operator
 import os
 from collections.abc import Callable, Hashable
-from hashlib import sha1
 
 import gevent.lock
 from pyinfra import host, inventory, state
@@ -146,11 +145,6 @@ def render(src: str, **data) -> str:
     data.setdefault("inventory", state.inventory)
     path = os.path.join(state.cwd, src) if state.cwd else src
     return get_template(path).render(data)
-
-
-def rendered_sha1(src: str, **data) -> str:
-    """sha1 of what ``files.template(src=src, **data)`` uploads on this host."""
-    return sha1(render(src, **data).encode()).hexdigest()
 
 
 NOLOGIN = "/usr/sbin/nologin"

@@ -8,6 +8,7 @@ own client certificate, so `--limit NEW-HOST` touches no other host.
 
 from __future__ import annotations
 
+from hashlib import sha1
 from io import StringIO
 
 from pyinfra import host, logger
@@ -19,11 +20,12 @@ from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
 from facts.snapshot import Want
+from tasks import batch
 from tasks.common import (
     get_plan,
     pyinfra_host,
     reads,
-    rendered_sha1,
+    render,
     snapshot,
     system_account,
     this_host,
@@ -201,33 +203,40 @@ def configure_etcd() -> None:
     # What the operations below would check, as before the run; each is emitted only
     # where something differs (nothing earlier in the deploy writes these paths).
     before = snapshot(_reads(me))
+    dirs = []
     if not before.is_directory(ETC_DIR, mode="755"):
-        files.directory(name=f"Directory {ETC_DIR}", path=ETC_DIR, mode="755")
-    if not before.is_directory(me.etcd_data_dir, user=s.etcd_user, group=s.etcd_user, mode="700"):
-        files.directory(
-            name=f"Directory {me.etcd_data_dir}",
-            path=me.etcd_data_dir,
-            user=s.etcd_user,
-            group=s.etcd_user,
-            mode="700",
+        dirs.append((ETC_DIR, "root", "root", "755"))
+    if not before.is_directory(me.etcd_data_dir, s.etcd_user, s.etcd_user, "700"):
+        dirs.append((me.etcd_data_dir, s.etcd_user, s.etcd_user, "700"))
+    written = [
+        (path, text, "644")
+        for path, text in (
+            (ENV_FILE, render(ENV_TEMPLATE, **env_data)),
+            (unit_path, render(UNIT_TEMPLATE, **unit_data)),
         )
-    env = unit = reload = None
-    if not before.has_content(ENV_FILE, rendered_sha1(ENV_TEMPLATE, **env_data), mode="644"):
-        env = files.template(
-            name=f"{ENV_FILE} (mutual TLS on client and peer ports)",
-            src=ENV_TEMPLATE,
-            dest=ENV_FILE,
-            mode="644",
-            **env_data,
+        if not before.has_content(path, sha1(text.encode()).hexdigest(), mode="644")
+    ]
+    first_start = not before.is_directory(member_path)
+    new_cluster = first_start and not _cluster_exists(plan, me)
+    if new_cluster:
+        text = initial_env("new", plan.initial_cluster, s.etcd_cluster_name)
+        written.append((INITIAL_ENV_FILE, text, "644"))
+    config = None
+    if dirs or written:
+        # Directories, environment, unit (and a new cluster's initial-cluster file),
+        # then daemon-reload: one command.
+        config = batch.steps(
+            name=f"etcd directories and configuration ({', '.join(p for p, *_ in written)})"
+            if written
+            else "etcd directories",
+            commands=[
+                batch.ownership_command(dirs),
+                batch.write_files_command(written),
+                batch.units_enabled_command([], daemon_reload=bool(written)),
+            ],
         )
-    if not before.has_content(unit_path, rendered_sha1(UNIT_TEMPLATE, **unit_data), mode="644"):
-        unit = files.template(
-            name=f"{service} unit",
-            src=UNIT_TEMPLATE,
-            dest=unit_path,
-            mode="644",
-            **unit_data,
-        )
+    # Configuration that etcd reads at start: a running member restarts for it.
+    reconfigured = config if any(p in (ENV_FILE, unit_path) for p, *_ in written) else None
     if s.etcd_service_name != "etcd" and not before.unit_is(
         "etcd.service", running=False, enabled=False
     ):
@@ -238,25 +247,16 @@ def configure_etcd() -> None:
             running=False,
             enabled=False,
         )
-    if unit:
-        reload = systemd.daemon_reload(
-            name="systemd daemon-reload (etcd unit changed)", _if=unit.did_change
-        )
 
-    if not before.is_directory(member_path):
-        if _cluster_exists(plan, me):
+    if first_start:
+        if new_cluster:
+            joined = config  # wrote the initial-cluster file
+        else:
             joined = python.call(
                 name="Join the running cluster (etcdctl member add)",
                 function=_join_existing,
                 plan=plan,
                 me=me,
-            )
-        else:
-            joined = files.put(
-                name=f"{INITIAL_ENV_FILE} (new cluster of {len(plan.etcd_members)})",
-                src=StringIO(initial_env("new", plan.initial_cluster, s.etcd_cluster_name)),
-                dest=INITIAL_ENV_FILE,
-                mode="644",
             )
         # --no-block: members of a new cluster wait for each other (notify needs quorum).
         started = server.shell(
@@ -266,24 +266,18 @@ def configure_etcd() -> None:
         waited_on = [joined, started]
     else:
         waited_on = []
-        changed = [op for op in (env, unit, reload) if op]
-        if changed:
+        if reconfigured:
             waited_on.append(
                 systemd.service(
                     name=f"Restart {service} (configuration changed)",
                     service=service,
                     restarted=True,
-                    _if=any_changed(*changed),
+                    _if=reconfigured.did_change,
                     _serial=True,  # one member at a time keeps quorum
                 )
             )
         if not before.unit_is(service, running=True, enabled=True):
-            systemd.service(
-                name=f"{service} enabled and running",
-                service=service,
-                running=True,
-                enabled=True,
-            )
+            batch.units_enabled(name=f"{service} enabled and running", units=[service])
     if not waited_on:
         return
     health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")

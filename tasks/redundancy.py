@@ -301,7 +301,9 @@ def copy_ca_material() -> None:
         _if=needs_copy,
     )
     if not me.is_active_ca:
-        ca_permissions(s)
+        # The copy installs every file with these owners and modes itself; this repairs
+        # what drifted before the run.
+        ca_permissions(s, ca_snapshot())
 
 
 def backup_dir(s: Settings) -> Path:

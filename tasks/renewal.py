@@ -70,12 +70,6 @@ def renewal_units() -> None:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
         if not before.has_content(dest, sha1(text.encode()).hexdigest(), mode="644"):
             written.append((dest, text, "644"))
-    if written:
-        batch.write_files(
-            name=f"Renewal service and timer units in {UNIT_DIR}",
-            files=written,
-        )
-
     stale = sorted(set(before.found[STALE]) - set(paths))
     for timer in (p for p in stale if p.endswith(".timer")):
         name = timer.rsplit("/", 1)[-1]
@@ -88,9 +82,11 @@ def renewal_units() -> None:
 
     idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
     if written or stale or idle:
-        batch.units_enabled(
-            name="Renewal timers enabled and active"
-            + (" (systemd daemon-reload first)" if written or stale else ""),
-            units=idle,
-            daemon_reload=bool(written or stale),
+        # Unit files, daemon-reload and enabling in one command.
+        batch.steps(
+            name=f"Renewal units in {UNIT_DIR}, timers enabled and active",
+            commands=[
+                batch.write_files_command(written),
+                batch.units_enabled_command(idle, daemon_reload=bool(written or stale)),
+            ],
         )
