@@ -1,0 +1,72 @@
+"""tasks/batch.py: the shell each builder makes, run for real in a temp directory."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+import subprocess
+
+from tasks import batch
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def sh(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+
+
+def mode(path) -> str:
+    return oct(stat.S_IMODE(os.stat(path).st_mode))[2:]
+
+
+def test_write_files_writes_content_and_mode_and_leaves_no_temp_file(tmp_path):
+    a, b = tmp_path / "a.timer", tmp_path / "b.service"
+    a.write_text("old")
+    command = batch.write_files_command(
+        [(str(a), "[Timer]\nOnCalendar=daily\n", "644"), (str(b), "it's $HOME `x`\n", "600")],
+        owner=USER,
+        group=GROUP,
+    )
+    assert sh(command).returncode == 0
+    assert a.read_text() == "[Timer]\nOnCalendar=daily\n" and mode(a) == "644"
+    assert b.read_text() == "it's $HOME `x`\n" and mode(b) == "600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.timer", "b.service"]
+
+
+def test_ownership_makes_directories_and_never_creates_files(tmp_path):
+    d, f, missing = tmp_path / "x" / "db", tmp_path / "pw", tmp_path / "gone"
+    f.write_text("secret")
+    f.chmod(0o644)
+    command = batch.ownership_command(
+        dirs=[(str(d), USER, GROUP, "700")],
+        files=[(str(f), USER, GROUP, "400"), (str(missing), USER, GROUP, "400")],
+    )
+    assert sh(command).returncode == 0
+    assert d.is_dir() and mode(d) == "700"
+    assert mode(f) == "400" and not missing.exists()
+
+
+def test_links_and_directories(tmp_path):
+    command = " && ".join(
+        [
+            batch.directories_command({str(tmp_path / "ssl"): "755"}),
+            batch.links_command({str(tmp_path / "ssl" / "peer-ca.crt"): "root_ca.crt"}),
+        ]
+    )
+    assert sh(command).returncode == 0
+    assert mode(tmp_path / "ssl") == "755"
+    assert os.readlink(tmp_path / "ssl" / "peer-ca.crt") == "root_ca.crt"
+
+
+def test_empty_builders_make_no_command():
+    assert batch.write_files_command([]) == ""
+    assert batch.ownership_command() == ""
+    assert batch.units_enabled_command([]) == ""
+    assert batch.units_enabled_command([], daemon_reload=True) == "systemctl daemon-reload"
+    assert (
+        batch.units_enabled_command(["a.timer", "b.timer"], daemon_reload=True)
+        == "systemctl daemon-reload && systemctl enable --now a.timer b.timer"
+    )
