@@ -208,7 +208,7 @@ class HostSnapshot(FactBase):
             # output without a final newline (a file's `cat`) still ends its line.
             parts += [
                 f"echo {q('==> command ' + key)}",
-                f"o=$( ( {command} ) 2>/dev/null ); [ -z \"$o\" ] || printf '%s\\n' \"$o\"",
+                f'o=$( ( {command} ) 2>/dev/null ); [ -z "$o" ] || printf \'%s\\n\' "$o"',
             ]
         # A part fails when a path is missing: go on, and succeed as a whole.
         return "; ".join(f"{{ {p}; }}" for p in parts) + "; true"
