@@ -11,7 +11,7 @@ from etcd_pki.certs import fingerprint
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import ca_root_pem, get_plan, reads, snapshot, this_host
+from tasks.common import ca_root_pem, clean_errors, get_plan, reads, snapshot, this_host
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
 
@@ -96,6 +96,6 @@ def trust_ca() -> None:
     name = f"{root_path} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
     python.call(
         name=f"Trust the CA: {name}",
-        function=lambda: batch.steps(name=name, commands=commands()),
+        function=clean_errors(lambda: batch.steps(name=name, commands=commands())),
         _if=lambda: bool(commands()),
     )

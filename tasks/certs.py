@@ -18,7 +18,15 @@ from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from facts.pki import CertStates
 from facts.snapshot import Want
-from tasks.common import ca_root_pem, get_plan, pyinfra_host, reads, snapshot, this_host
+from tasks.common import (
+    ca_root_pem,
+    clean_errors,
+    get_plan,
+    pyinfra_host,
+    reads,
+    snapshot,
+    this_host,
+)
 
 KEY_FLAGS = {
     "EC": "--kty EC --curve P-256",
@@ -139,6 +147,6 @@ def issue_certificates() -> None:
 
     python.call(
         name=f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
-        function=apply,
+        function=clean_errors(apply),
         _if=check,
     )

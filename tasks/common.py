@@ -8,11 +8,11 @@ import os
 from collections.abc import Callable, Hashable
 
 import gevent.lock
-from pyinfra import host, inventory, state
+from pyinfra import host, inventory, logger, state
 from pyinfra.api import FactBase, Host
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.exceptions import NestedOperationError, PyinfraError
 from pyinfra.api.util import get_template
-from pyinfra.context import ctx_inventory
+from pyinfra.context import ctx_config, ctx_host, ctx_inventory
 from pyinfra.operations import server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
@@ -46,6 +46,31 @@ def get_plan() -> ClusterPlan:
 
 def this_host() -> HostPlan:
     return get_plan().hosts[node_name(host)]
+
+
+def clean_errors(function: Callable[..., object]) -> Callable[..., bool]:
+    """A `python.call` function whose PyinfraError fails this host's operation with the
+    message alone. (pyinfra prints a traceback for any exception raised in a callback; a
+    function taking ``(state, host)`` may instead return False to fail.)
+
+    .. code:: python
+
+        python.call(name="Copy the CA material", function=clean_errors(copy))
+    """
+
+    def run(state, host, *args, **kwargs) -> bool:  # pyinfra passes (state, host) first
+        try:
+            with ctx_config.use(state.config.copy()), ctx_host.use(host):
+                function(*args, **kwargs)
+        except NestedOperationError:  # that operation has printed its own error
+            host.log_styled("Error in nested operation", fg="red", log_func=logger.error)
+            return False
+        except PyinfraError as e:
+            host.log_styled(f"Error: {e}", fg="red", log_func=logger.error)
+            return False
+        return True
+
+    return run
 
 
 def pyinfra_host(name: str) -> Host:

@@ -22,6 +22,7 @@ from etcd_pki.plan import ClusterPlan, HostPlan
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
+    clean_errors,
     get_plan,
     pyinfra_host,
     reads,
@@ -254,7 +255,7 @@ def configure_etcd() -> None:
         else:
             joined = python.call(
                 name="Join the running cluster (etcdctl member add)",
-                function=_join_existing,
+                function=clean_errors(_join_existing),
                 plan=plan,
                 me=me,
             )
@@ -357,7 +358,7 @@ def remove_member() -> None:
                 )
 
     if me.is_etcd:
-        python.call(name="Leave the etcd cluster (member remove)", function=leave)
+        python.call(name="Leave the etcd cluster (member remove)", function=clean_errors(leave))
         server.shell(
             name=f"Stop and disable {s.etcd_service_name}; keep its data aside",
             commands=[

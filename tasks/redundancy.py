@@ -46,7 +46,7 @@ from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import get_plan, pyinfra_host, reads, snapshot, this_host
+from tasks.common import clean_errors, get_plan, pyinfra_host, reads, snapshot, this_host
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
@@ -297,7 +297,7 @@ def copy_ca_material() -> None:
     python.call(
         name=f"Copy the CA material from {plan.active_ca} to standbys "
         "(age-encrypted to a one-time key of each)",
-        function=copy,
+        function=clean_errors(copy),
         _if=needs_copy,
     )
     if not me.is_active_ca:
@@ -405,7 +405,7 @@ def take_backup() -> None:
         name=f"Encrypted backup of the CA to {len(s.backup_recipients)} age recipient(s) "
         f"into {target}"
         + (f" and s3://{s.backup_s3_bucket}/{s.backup_s3_prefix}" if upload else ""),
-        function=backup,
+        function=clean_errors(backup),
     )
 
 
@@ -535,5 +535,5 @@ def restore_ca() -> None:
         name=f"Restore the CA from {source.name} (decrypted on {me.name}"
         + (", force" if force else "")
         + ")",
-        function=restore,
+        function=clean_errors(restore),
     )

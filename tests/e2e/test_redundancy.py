@@ -493,6 +493,7 @@ def test_s3_upload_problems_are_reported_clearly(failed_over, object_store):
     # body is sent: either way the upload is reported as failed.
     assert run.rc != 0 and "but its upload to S3 failed" in run.output, run.output[-4000:]
     assert "the backup is in" in run.output and "not-the-secret" not in run.output
+    assert "Traceback" not in run.output  # the message alone, not pyinfra's traceback
     assert len(list(ha.backup_dir.iterdir())) == count + 1
     # The server's certificate is verified: without its CA the upload is refused.
     good = {"AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
