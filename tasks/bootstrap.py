@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 from pyinfra.api import deploy
-from pyinfra.operations import python
 
 from etcd_pki.certs import fingerprint
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import ca_root_pem, clean_errors, get_plan, reads, snapshot, this_host
+from tasks.common import ca_root_pem, call, get_plan, reads, snapshot, this_host
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
 
@@ -94,8 +93,8 @@ def trust_ca() -> None:
     # Directory, root certificate, links and `step ca bootstrap`: one command, and
     # none when all is in place.
     name = f"{root_path} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
-    python.call(
-        name=f"Trust the CA: {name}",
-        function=clean_errors(lambda: batch.steps(name=name, commands=commands())),
-        _if=lambda: bool(commands()),
+    call(
+        f"Trust the CA: {name}",
+        lambda: batch.steps(name=name, commands=commands()),
+        check=lambda: bool(commands()),
     )

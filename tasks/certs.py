@@ -12,7 +12,7 @@ import gevent.lock
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import files, python, server
+from pyinfra.operations import files, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
@@ -20,7 +20,7 @@ from facts.pki import CertStates
 from facts.snapshot import Want
 from tasks.common import (
     ca_root_pem,
-    clean_errors,
+    call,
     get_plan,
     pyinfra_host,
     reads,
@@ -145,8 +145,8 @@ def issue_certificates() -> None:
             files.file(name=f"Mode of {cert.crt}", path=cert.crt, mode="644")
             files.file(name=f"Owner/mode of {cert.key}", path=cert.key, user=cert.owner, mode="400")
 
-    python.call(
-        name=f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
-        function=clean_errors(apply),
-        _if=check,
+    call(
+        f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
+        apply,
+        check=check,
     )

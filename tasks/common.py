@@ -11,9 +11,10 @@ import gevent.lock
 from pyinfra import host, inventory, logger, state
 from pyinfra.api import FactBase, Host
 from pyinfra.api.exceptions import NestedOperationError, PyinfraError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.api.util import get_template
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory
-from pyinfra.operations import server
+from pyinfra.operations import python, server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
 from etcd_pki.settings import ConfigError
@@ -48,18 +49,34 @@ def this_host() -> HostPlan:
     return get_plan().hosts[node_name(host)]
 
 
-def clean_errors(function: Callable[..., object]) -> Callable[..., bool]:
-    """A `python.call` function whose PyinfraError fails this host's operation with the
-    message alone. (pyinfra prints a traceback for any exception raised in a callback; a
-    function taking ``(state, host)`` may instead return False to fail.)
+def call(
+    name: str,
+    function: Callable[..., object],
+    check: Callable[[], bool] | None = None,
+    **kwargs,
+) -> OperationMeta:
+    """`python.call(name=, function=, _if=check)` where a PyinfraError raised by the
+    check or the function fails this host with its message alone. (pyinfra prints a
+    traceback for any exception from a callback; a function that takes ``(state, host)``
+    may instead return False to fail.)
 
     .. code:: python
 
-        python.call(name="Copy the CA material", function=clean_errors(copy))
+        call("Copy the CA material", copy, check=needs_copy)
     """
+    problem: list[PyinfraError] = []  # from the check, raised again by the function
+
+    def condition() -> bool:
+        try:
+            return check() if check else True
+        except PyinfraError as e:
+            problem.append(e)
+            return True
 
     def run(state, host, *args, **kwargs) -> bool:  # pyinfra passes (state, host) first
         try:
+            if problem:
+                raise problem[0]
             with ctx_config.use(state.config.copy()), ctx_host.use(host):
                 function(*args, **kwargs)
         except NestedOperationError:  # that operation has printed its own error
@@ -70,7 +87,7 @@ def clean_errors(function: Callable[..., object]) -> Callable[..., bool]:
             return False
         return True
 
-    return run
+    return python.call(name=name, function=run, _if=condition, **kwargs)
 
 
 def pyinfra_host(name: str) -> Host:

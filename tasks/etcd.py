@@ -22,7 +22,7 @@ from etcd_pki.plan import ClusterPlan, HostPlan
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
-    clean_errors,
+    call,
     get_plan,
     pyinfra_host,
     reads,
@@ -253,11 +253,8 @@ def configure_etcd() -> None:
         if new_cluster:
             joined = config  # wrote the initial-cluster file
         else:
-            joined = python.call(
-                name="Join the running cluster (etcdctl member add)",
-                function=clean_errors(_join_existing),
-                plan=plan,
-                me=me,
+            joined = call(
+                "Join the running cluster (etcdctl member add)", _join_existing, plan=plan, me=me
             )
         # --no-block: members of a new cluster wait for each other (notify needs quorum).
         started = server.shell(
@@ -358,7 +355,7 @@ def remove_member() -> None:
                 )
 
     if me.is_etcd:
-        python.call(name="Leave the etcd cluster (member remove)", function=clean_errors(leave))
+        call("Leave the etcd cluster (member remove)", leave)
         server.shell(
             name=f"Stop and disable {s.etcd_service_name}; keep its data aside",
             commands=[

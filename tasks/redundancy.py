@@ -22,7 +22,7 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import Host, StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import python, server, systemd
+from pyinfra.operations import server, systemd
 
 from etcd_pki import s3
 from etcd_pki.certs import fingerprint, pem_blocks
@@ -46,7 +46,7 @@ from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import clean_errors, get_plan, pyinfra_host, reads, snapshot, this_host
+from tasks.common import call, get_plan, pyinfra_host, reads, snapshot, this_host
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
@@ -294,11 +294,11 @@ def copy_ca_material() -> None:
             raise PyinfraError(f"the CA material on {me.name} differs from {plan.active_ca}'s")
         logger.info(f"{host.print_prefix}CA material copied from {plan.active_ca} (age-encrypted)")
 
-    python.call(
-        name=f"Copy the CA material from {plan.active_ca} to standbys "
+    call(
+        f"Copy the CA material from {plan.active_ca} to standbys "
         "(age-encrypted to a one-time key of each)",
-        function=clean_errors(copy),
-        _if=needs_copy,
+        copy,
+        check=needs_copy,
     )
     if not me.is_active_ca:
         # The copy installs every file with these owners and modes itself; this repairs
@@ -401,11 +401,11 @@ def take_backup() -> None:
             upload(path)
 
     install_age()
-    python.call(
-        name=f"Encrypted backup of the CA to {len(s.backup_recipients)} age recipient(s) "
+    call(
+        f"Encrypted backup of the CA to {len(s.backup_recipients)} age recipient(s) "
         f"into {target}"
         + (f" and s3://{s.backup_s3_bucket}/{s.backup_s3_prefix}" if upload else ""),
-        function=clean_errors(backup),
+        backup,
     )
 
 
@@ -531,9 +531,9 @@ def restore_ca() -> None:
 
     install_age()
     ca_account(s)
-    python.call(
-        name=f"Restore the CA from {source.name} (decrypted on {me.name}"
+    call(
+        f"Restore the CA from {source.name} (decrypted on {me.name}"
         + (", force" if force else "")
         + ")",
-        function=clean_errors(restore),
+        restore,
     )
