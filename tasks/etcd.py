@@ -23,8 +23,8 @@ from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
     call,
+    facts_on,
     get_plan,
-    pyinfra_host,
     reads,
     render,
     snapshot,
@@ -142,12 +142,14 @@ def install_etcd() -> None:
 
 def _cluster_exists(plan: ClusterPlan, me: HostPlan) -> bool:
     """True if another etcd member already has data (read before this run changes any)."""
-    for other in plan.etcd_members:
-        if other.name == me.name:
-            continue
-        if pyinfra_host(other.name).get_fact(Directory, path=f"{other.etcd_data_dir}/member"):
-            return True
-    return False
+    found = facts_on(
+        {
+            other.name: (Directory, {"path": f"{other.etcd_data_dir}/member"})
+            for other in plan.etcd_members
+            if other.name != me.name
+        }
+    )
+    return any(found.values())
 
 
 def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:

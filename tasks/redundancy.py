@@ -46,7 +46,7 @@ from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import call, get_plan, pyinfra_host, reads, snapshot, this_host
+from tasks.common import call, facts_on, get_plan, pyinfra_host, reads, snapshot, this_host
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
@@ -135,10 +135,14 @@ def check_ca_material() -> None:
     if not me.is_active_ca or _holds_ca(me):
         return
     roots: dict[str, list[str]] = {}
-    for name, other in plan.hosts.items():
-        if not other.certs:
-            continue
-        pem = pyinfra_host(name).get_fact(PublicFile, path=f"{other.settings.ssl_dir}/root_ca.crt")
+    found = facts_on(
+        {
+            name: (PublicFile, {"path": f"{other.settings.ssl_dir}/root_ca.crt"})
+            for name, other in plan.hosts.items()
+            if other.certs
+        }
+    )
+    for name, pem in found.items():
         if pem:
             try:
                 roots.setdefault(fingerprint(pem), []).append(name)
