@@ -65,10 +65,11 @@ def write_files_command(
 
 
 def units_enabled_command(units: Sequence[str], daemon_reload: bool = False) -> str:
-    commands = ["systemctl daemon-reload"] if daemon_reload else []
     if units:
-        commands.append(f"systemctl enable --now {' '.join(_q(u) for u in units)}")
-    return " && ".join(commands)
+        # `systemctl enable` reloads the manager's configuration itself before --now
+        # starts anything (systemctl(1)); a second reload would only cost time.
+        return f"systemctl enable --now {' '.join(_q(u) for u in units)}"
+    return "systemctl daemon-reload" if daemon_reload else ""
 
 
 # --- operations ---------------------------------------------------------------------
@@ -182,7 +183,7 @@ def units_enabled(units: Sequence[str], daemon_reload: bool = False):
     """Enable and start systemd ``units``; reload systemd's unit files first if asked.
 
     + units: units to enable and start (already enabled and running ones are left so)
-    + daemon_reload: run `systemctl daemon-reload` first (unit files were written)
+    + daemon_reload: unit files were written: reload them (enabling does it anyway)
 
     .. code:: python
 

@@ -191,7 +191,9 @@ def test_units_follow_the_settings_and_stale_units_are_removed(short_lived):
         f"printf '[Service]\\nType=oneshot\\nExecStart=/bin/true\\n' > {stale}.service; "
         f"printf '[Timer]\\nOnCalendar=daily\\n[Install]\\nWantedBy=timers.target\\n' "
         f"> {stale}.timer; systemctl daemon-reload; "
-        "systemctl enable --now step-renew-gone-peer.timer",
+        "systemctl enable --now step-renew-gone-peer.timer; "
+        # A stopped timer whose unit changes: enabling it must load the new unit.
+        f"systemctl stop step-renew-{host}-peer.timer",
     )
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_calendar.py",
@@ -207,6 +209,7 @@ def test_units_follow_the_settings_and_stale_units_are_removed(short_lived):
         assert "OnCalendar=*-*-* 04:30:00" in sh(host, f"cat /etc/systemd/system/{unit}")
         calendar = sh(host, f"systemctl show -p TimersCalendar --value {unit}")
         assert "04:30:00" in calendar, calendar
+        assert sh(host, f"systemctl is-active {unit}").strip() == "active"
     again = deploy(inventory, "--limit", f"@docker/{tb.container_name(host)}")
     assert again.rc == 0, again.output[-3000:]
     # With 10-minute certificates the deploy may re-issue ones past the threshold by

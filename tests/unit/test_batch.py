@@ -66,7 +66,8 @@ def test_empty_builders_make_no_command():
     assert batch.ownership_command() == ""
     assert batch.units_enabled_command([]) == ""
     assert batch.units_enabled_command([], daemon_reload=True) == "systemctl daemon-reload"
+    # `systemctl enable` reloads unit files itself: no second reload.
     assert (
         batch.units_enabled_command(["a.timer", "b.timer"], daemon_reload=True)
-        == "systemctl daemon-reload && systemctl enable --now a.timer b.timer"
+        == "systemctl enable --now a.timer b.timer"
     )
