@@ -205,10 +205,12 @@ class HostSnapshot(FactBase):
             ]
         for key, command in sorted(want.commands):
             # A subshell: an `exit` in the command ends only its own part. Captured, so
-            # output without a final newline (a file's `cat`) still ends its line.
+            # output without a final newline (a file's `cat`) still ends its line; each
+            # line marked with "|", so output that looks like a header is not one.
             parts += [
                 f"echo {q('==> command ' + key)}",
-                f'o=$( ( {command} ) 2>/dev/null ); [ -z "$o" ] || printf \'%s\\n\' "$o"',
+                f"o=$( ( {command} ) 2>/dev/null ); "
+                f"[ -z \"$o\" ] || printf '%s\\n' \"$o\" | sed 's/^/|/'",
             ]
         # A part fails when a path is missing: go on, and succeed as a whole.
         return "; ".join(f"{{ {p}; }}" for p in parts) + "; true"
@@ -263,7 +265,7 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
                 if len(fields) >= 3:
                     snap.group_ids[fields[0]] = fields[2]
         elif kind == "command":
-            snap.outputs[arg] = lines
+            snap.outputs[arg] = [line[1:] for line in lines if line.startswith("|")]
         elif kind == "packages":
             for line in lines:
                 status, _, name = line.partition("|")

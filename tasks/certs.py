@@ -16,11 +16,13 @@ from pyinfra.operations import files, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
-from facts.pki import CertStates
+from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
     ca_root_pem,
     call,
+    fact_before_run,
+    fact_want,
     get_plan,
     pyinfra_host,
     reads,
@@ -90,7 +92,10 @@ def _interrupted(me: HostPlan) -> tuple[str, str]:
 
 @reads
 def _reads(me: HostPlan) -> Want:
-    return Want.of(finds={_interrupted(me)}) if me.certs else Want()
+    if not me.certs:
+        return Want()
+    step = f"{me.settings.bin_dir}/step"
+    return Want.of(finds={_interrupted(me)}) | fact_want(CertStates, certs=me.certs, step=step)
 
 
 @deploy("Issue certificates")
@@ -116,9 +121,16 @@ def issue_certificates() -> None:
         )
     todo: dict[str, list] = {}
 
+    step = f"{s.bin_dir}/step"
+    # Read with the host's snapshot when the pinned `step` was there before the run (it
+    # computes each key's public half); otherwise once install_step has run.
+    step_ready = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step") == s.step_version
+
     def check() -> bool:
-        found: dict[str, CertOnHost] = host.get_fact(
-            CertStates, certs=me.certs, step=f"{s.bin_dir}/step"
+        found: dict[str, CertOnHost] = (
+            fact_before_run(CertStates, certs=me.certs, step=step)
+            if step_ready
+            else host.get_fact(CertStates, certs=me.certs, step=step)
         )
         if set(found) != {c.name for c in me.certs}:
             # Every section is printed even for missing files: an incomplete answer is a

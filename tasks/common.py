@@ -6,6 +6,7 @@ import functools
 import operator
 import os
 from collections.abc import Callable, Hashable, Mapping
+from hashlib import sha1
 
 import gevent
 import gevent.lock
@@ -189,7 +190,8 @@ def snapshot(want: Want) -> Snapshot:
 def fact_want(cls: type[FactBase], **kwargs: Hashable) -> Want:
     """A `Want` that runs the command of pyinfra fact ``cls`` inside the snapshot."""
     args = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
-    key = f"{cls.__module__}.{cls.__name__}({args})"
+    # A short, stable section name (the arguments may be long: certificate lists).
+    key = f"{cls.__module__}.{cls.__name__}:{sha1(args.encode()).hexdigest()[:12]}"
     return Want.of(commands={(key, cls().command(**kwargs))})
 
 

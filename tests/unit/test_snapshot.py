@@ -137,6 +137,7 @@ def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
             ("missing", PublicFile().command(path="/nonexistent/file")),
             ("failing", "echo partial; exit 3"),
             ("no-newline", "printf '{}'"),  # like step's defaults.json
+            ("header-like", "echo '==> stat'; echo '|x'"),  # CertStates prints such lines
         },
         stat={"/nonexistent/other"},
     )
@@ -148,3 +149,5 @@ def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
     assert PublicFile().process(snap.outputs["missing"]) is None
     assert snap.outputs["failing"] == ["partial"]  # a failing part does not stop the rest
     assert snap.outputs["no-newline"] == ["{}"]
+    assert snap.outputs["header-like"] == ["==> stat", "|x"]
+    assert snap.paths == {}  # the "==> stat" above opened no section
