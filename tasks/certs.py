@@ -70,7 +70,11 @@ def mint_token(plan: ClusterPlan, cert: CertSpec) -> str:
 
 
 def issue_command(me: HostPlan, cert: CertSpec, ca_url: str) -> str:
-    """Redeem the token from stdin; write to a temp dir, then rename into place."""
+    """Redeem the token from stdin; write to a temp dir, then rename into place.
+
+    A failed earlier run of the certificate's renewal service is moot once it is
+    re-issued: its failed state is cleared (the audit warns about it until then).
+    """
     s = me.settings
     return (
         f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); "
@@ -80,7 +84,8 @@ def issue_command(me: HostPlan, cert: CertSpec, ca_url: str) -> str:
         f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.ssl_dir}/root_ca.crt --force "
         ">/dev/null; "
         f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
-        f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}'
+        f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}; '
+        f"systemctl reset-failed {cert.unit}.service >/dev/null 2>&1 || true"
     )
 
 

@@ -337,6 +337,8 @@ def test_a_failed_renewal_run_is_a_warning_naming_the_journal(plan, ca):
     unit = "step-renew-app-server-client.service"
     ok = UnitState(unit, True, "static", "inactive", result="success")
     assert audit(plan, ca, "app-server", replace(obs, timers={**obs.timers, unit: ok})) == []
+    skipped = replace(ok, result="exec-condition")  # not due yet: ExecCondition said so
+    assert audit(plan, ca, "app-server", replace(obs, timers={**obs.timers, unit: skipped})) == []
     failed = replace(ok, active="failed", result="exit-code")
     findings = audit(plan, ca, "app-server", replace(obs, timers={**obs.timers, unit: failed}))
     assert [(f.path, f.rule, f.severity) for f in findings] == [
