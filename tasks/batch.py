@@ -8,7 +8,7 @@ command. On a fresh host that cuts most of the round trips (one `docker exec` or
 exchange each), which is what the deploy's time grows with as the cluster grows.
 
 Writes are atomic (a temporary file in the same directory, then a rename). Content
-travels inside the command, so only public content goes through `write_files`: unit
+travels inside the command, so only public content goes through `write_files_command`: unit
 files and certificates, never keys or passwords.
 """
 
@@ -144,38 +144,6 @@ def upload(src: str, dest: str):
         batch.upload(name="Upload", src="cache/step.tar.gz", dest="/var/cache/x.tar.gz")
     """
     yield FileUploadCommand(src, dest)
-
-
-@operation()
-def links(targets: Mapping[str, str]):
-    """Point each symlink ``path -> target`` (replacing what is at ``path``).
-
-    + targets: symlink path -> target it points to
-
-    .. code:: python
-
-        batch.links(name="Links", targets={"/etc/etcd/ssl/peer-ca.crt": "root_ca.crt"})
-    """
-    if targets:
-        yield links_command(targets)
-
-
-@operation()
-def write_files(files: Sequence[tuple[str, str, str]], owner: str = "root", group: str = "root"):
-    """Write each ``(dest, content, mode)``, owned by ``owner:group``; public content only.
-
-    + files: (destination, text, octal mode) of each file
-    + owner, group: owner and group of every file
-
-    .. code:: python
-
-        batch.write_files(
-            name="Renewal units",
-            files=[("/etc/systemd/system/x.timer", text, "644")],
-        )
-    """
-    if files:
-        yield write_files_command(files, owner, group)
 
 
 @operation()

@@ -122,10 +122,6 @@ def facts_on(wanted: Mapping[str, tuple[type[FactBase], dict]]) -> dict[str, obj
     return {name: job.value for name, job in jobs.items()}
 
 
-def step_bin(plan_host: HostPlan) -> str:
-    return f"{plan_host.settings.bin_dir}/step"
-
-
 _roots: dict[tuple[int, str], str] = {}
 _roots_lock = gevent.lock.BoundedSemaphore()
 
