@@ -11,6 +11,7 @@ Public material only: no file's content or checksum is read unless it is listed 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shlex
 from collections.abc import Iterable
@@ -116,6 +117,10 @@ class Snapshot:
         return (
             path in self.want.sha1 and self.sha1.get(path) == sha1 and self.is_file(path, mode=mode)
         )
+
+    def has_text(self, path: str, text: str, mode=None) -> bool:
+        """Writing ``text`` to ``path`` (with ``mode``) would change nothing."""
+        return self.has_content(path, hashlib.sha1(text.encode()).hexdigest(), mode=mode)
 
     def is_link(self, path: str, target: str) -> bool:
         """`files.link(path, target)` would change nothing."""

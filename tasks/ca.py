@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from hashlib import sha1
 
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
@@ -240,7 +239,7 @@ def init_ca() -> None:
     unit_data = {"ca_dir": d, "ca_user": s.ca_user, "bin_dir": s.bin_dir, "ca_port": s.ca_port}
     unit = None
     unit_text = render(UNIT_TEMPLATE, **unit_data)
-    if not before.has_content(UNIT_PATH, sha1(unit_text.encode()).hexdigest(), mode="644"):
+    if not before.has_text(UNIT_PATH, unit_text, mode="644"):
         unit = batch.steps(
             name="step-ca systemd unit (and daemon-reload)",
             commands=[

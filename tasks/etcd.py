@@ -8,7 +8,6 @@ own client certificate, so `--limit NEW-HOST` touches no other host.
 
 from __future__ import annotations
 
-from hashlib import sha1
 from io import StringIO
 
 from pyinfra import host, logger
@@ -217,7 +216,7 @@ def configure_etcd() -> None:
             (ENV_FILE, render(ENV_TEMPLATE, **env_data)),
             (unit_path, render(UNIT_TEMPLATE, **unit_data)),
         )
-        if not before.has_content(path, sha1(text.encode()).hexdigest(), mode="644")
+        if not before.has_text(path, text, mode="644")
     ]
     first_start = not before.is_directory(member_path)
     new_cluster = first_start and not _cluster_exists(plan, me)

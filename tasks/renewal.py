@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from hashlib import sha1
-
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
@@ -68,7 +66,7 @@ def renewal_units() -> None:
     written = []
     for cert, dest, suffix in units:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
-        if not before.has_content(dest, sha1(text.encode()).hexdigest(), mode="644"):
+        if not before.has_text(dest, text, mode="644"):
             written.append((dest, text, "644"))
     stale = sorted(set(before.found[STALE]) - set(paths))
     for timer in (p for p in stale if p.endswith(".timer")):

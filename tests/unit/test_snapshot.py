@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 from facts.snapshot import HostSnapshot, Want, parse
 
@@ -60,6 +61,11 @@ def test_paths_links_and_checksums():
     assert snap.has_content("/etc/etcd/etcd.env", "0123abcd", mode="644")
     assert not snap.has_content("/etc/etcd/etcd.env", "ffff", mode="644")
     assert not snap.has_content("/etc/etcd/etcd.env", "0123abcd", mode="600")
+    digest = hashlib.sha1(b"A=1\n").hexdigest()
+    lines = ["==> sha1", f"{digest}  /e", "==> stat", "regular file|root|root|644|/e"]
+    text_snap = parse(lines, Want.of(stat=["/e"], sha1=["/e"]))
+    assert text_snap.has_text("/e", "A=1\n", mode="644")
+    assert not text_snap.has_text("/e", "A=2\n", mode="644")
     assert snap.is_link("/etc/etcd/ssl/peer-ca.crt", "root_ca.crt")
     assert not snap.is_link("/etc/etcd/ssl/peer-ca.crt", "other.crt")
     assert not snap.is_file("/gone") and not snap.is_directory("/gone")
