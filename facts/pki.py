@@ -21,10 +21,14 @@ class StepVersions(FactBase):
     default = dict
 
     def command(self, bin_dir: str) -> str:
+        # The version line recorded at install (`version_marker_command`) while the
+        # binary is the same file (size, mtime, inode); else ask the binary (~25 ms).
         d = shlex.quote(bin_dir)
         return (
-            f"for b in step step-ca; do [ -x {d}/$b ] && "
-            f'echo "$b $({d}/$b version 2>/dev/null | head -n1)"; done; true'
+            f"for b in step step-ca; do f={d}/$b; [ -x $f ] || continue; "
+            "id=$(stat -c '%s %Y %i' $f); v=; "
+            f'{{ read -r s m i v < {d}/.$b.version && [ "$s $m $i" = "$id" ]; }} 2>/dev/null'
+            ' || v=$($f version 2>/dev/null | head -n1); echo "$b $v"; done; true'
         )
 
     def process(self, output: list[str]) -> dict[str, str]:
@@ -35,6 +39,15 @@ class StepVersions(FactBase):
             word = next((w for w in text.split() if "/" in w and w[0].isalpha()), "")
             versions[binary] = word.partition("/")[2]
         return versions
+
+
+def version_marker_command(bin_dir: str, binary: str) -> str:
+    """Record ``binary``'s version line with the file's identity, for `StepVersions`."""
+    f, marker = shlex.quote(f"{bin_dir}/{binary}"), shlex.quote(f"{bin_dir}/.{binary}.version")
+    return (
+        f"printf '%s %s\\n' \"$(stat -c '%s %Y %i' {f})\" "
+        f'"$({f} version 2>/dev/null | head -n1)" > {marker}'
+    )
 
 
 class EtcdVersions(FactBase):
@@ -101,7 +114,9 @@ class CertStates(FactBase):
                 f"if [ -f {crt} ]; then echo \"crt-stat: $(stat -c '%U %a' {crt})\"; "
                 f"cat {crt}; fi; "
                 f"if [ -f {key} ]; then echo \"key-stat: $(stat -c '%U %a' {key})\"; "
-                f"{shlex.quote(step)} crypto key public {key} 2>/dev/null; fi"
+                # openssl when there (~5 ms), else step (~25 ms): the same PEM
+                f"{{ openssl pkey -in {key} -pubout 2>/dev/null || "
+                f"{shlex.quote(step)} crypto key public {key} 2>/dev/null; }}; fi"
             )
         return "; ".join(parts) + "; true"
 

@@ -27,7 +27,7 @@ from etcd_pki.release import (
     fetch_checksums,
 )
 from etcd_pki.settings import Settings
-from facts.pki import EtcdVersions, StepVersions
+from facts.pki import EtcdVersions, StepVersions, version_marker_command
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import fact_before_run, fact_want, reads, this_host
@@ -129,11 +129,13 @@ def install_tarball(
     bin_dir: str,
     optional: Sequence[str] = (),
     label: str,
+    then: str = "",
 ) -> OperationMeta:
     """Fetch ``location`` into the host's download cache (uploaded from the controller,
     or downloaded by the host), verify its sha256 and install ``binaries`` from it.
 
-    Call :func:`_prepare_dirs` once first. Returns the install operation.
+    Call :func:`_prepare_dirs` once first; ``then`` runs after a good install. Returns
+    the install operation.
     """
     tarball = f"{DOWNLOAD_DIR}/{tarball_name}"
     if from_controller:
@@ -149,7 +151,12 @@ def install_tarball(
         files.download(name=f"Download {tarball_name}", src=location, dest=tarball)
     return server.shell(
         name=f"Install {label} (sha256 verified)",
-        commands=[_install_command(tarball, sha256, binaries, bin_dir, optional)],
+        # One command: `set -e` in it stops before ``then`` when the install fails.
+        commands=[
+            "; ".join(
+                filter(None, [_install_command(tarball, sha256, binaries, bin_dir, optional), then])
+            )
+        ],
     )
 
 
@@ -194,6 +201,7 @@ def install_step() -> None:
             binaries=[binary],
             bin_dir=s.bin_dir,
             label=f"{binary} {version}",
+            then=version_marker_command(s.bin_dir, binary),
         )
 
 
