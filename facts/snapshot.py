@@ -88,6 +88,7 @@ class Snapshot:
     group_ids: dict[str, str] = field(default_factory=dict)  # group name -> gid
     installed: set[str] = field(default_factory=set)  # Debian packages installed
     outputs: dict[str, list[str]] = field(default_factory=dict)  # key -> output lines
+    complete: bool = False  # the output reached its end marker
 
     def _info(self, path: str) -> PathInfo | None:
         return self.paths.get(path) if path in self.want.stat else None
@@ -121,6 +122,10 @@ class Snapshot:
     def has_text(self, path: str, text: str, mode=None) -> bool:
         """Writing ``text`` to ``path`` (with ``mode``) would change nothing."""
         return self.has_content(path, hashlib.sha1(text.encode()).hexdigest(), mode=mode)
+
+    def is_absent(self, path: str) -> bool:
+        """``path`` did not exist (False when that is not known for certain)."""
+        return self.complete and path in self.want.stat and path not in self.paths
 
     def is_link(self, path: str, target: str) -> bool:
         """`files.link(path, target)` would change nothing."""
@@ -217,7 +222,9 @@ class HostSnapshot(FactBase):
                 f"o=$( ( {command} ) 2>/dev/null ); "
                 f"[ -z \"$o\" ] || printf '%s\\n' \"$o\" | sed 's/^/|/'",
             ]
-        # A part fails when a path is missing: go on, and succeed as a whole.
+        # A part fails when a path is missing: go on, and succeed as a whole. The end
+        # marker tells a complete answer from one cut short.
+        parts.append("echo '==> end'")
         return "; ".join(f"{{ {p}; }}" for p in parts) + "; true"
 
     def process(self, output: list[str]) -> list[str]:
@@ -269,6 +276,8 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
                 fields = line.split(":")
                 if len(fields) >= 3:
                     snap.group_ids[fields[0]] = fields[2]
+        elif kind == "end":
+            snap.complete = True
         elif kind == "command":
             snap.outputs[arg] = [line[1:] for line in lines if line.startswith("|")]
         elif kind == "packages":

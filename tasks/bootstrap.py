@@ -10,7 +10,15 @@ from etcd_pki.certs import fingerprint
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import ca_root_pem, call, get_plan, reads, snapshot, this_host
+from tasks.common import (
+    ca_root_before_run,
+    ca_root_pem,
+    call,
+    get_plan,
+    reads,
+    snapshot,
+    this_host,
+)
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
 
@@ -97,4 +105,5 @@ def trust_ca() -> None:
         f"Trust the CA: {name}",
         lambda: batch.steps(name=name, commands=commands()),
         check=lambda: bool(commands()),
+        check_now=ca_root_before_run() is not None,  # else the CA is made in this run
     )

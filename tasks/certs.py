@@ -7,11 +7,14 @@ bound to exactly this subject and these SANs; the host redeems it.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
-import gevent.lock
+import gevent
+import gevent.event
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_inventory
 from pyinfra.operations import files, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
@@ -19,6 +22,7 @@ from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
+    ca_root_before_run,
     ca_root_pem,
     call,
     fact_before_run,
@@ -27,6 +31,7 @@ from tasks.common import (
     pyinfra_host,
     reads,
     snapshot,
+    spawn_in_context,
     this_host,
 )
 
@@ -35,38 +40,140 @@ KEY_FLAGS = {
     "RSA": "--kty RSA --size 2048",
     "OKP": "--kty OKP --curve Ed25519",
 }
-# Every host mints its tokens on the CA at the same time. Over SSH they share the CA's
-# one connection, and sshd refuses more than MaxSessions (10) channels at once: with
-# more than ~10 hosts issuing, minting failed ("ChannelException: Connect failed").
-# Minting is CPU-bound on the CA anyway (`step ca token` decrypts the provisioner key).
-MINT_AT_ONCE = 4
-_minting = gevent.lock.BoundedSemaphore(MINT_AT_ONCE)
-_connecting = gevent.lock.BoundedSemaphore(1)
+# `step ca token` with the password file decrypts the provisioner key every time (PBES2,
+# ~0.2 s of CPU on the CA), and every issuing host asks at about the same moment. The
+# requests that arrive together are gathered and minted by one command on the CA, which
+# decrypts the key once (see `mint_command`).
+GATHER_SECONDS = 0.1
+
+# The provisioner's kid and encrypted key from ca.json, by the provisioner's name
+# (`step ca init` writes the name, then the key with its kid, then encryptedKey).
+_PICK_KEY = (
+    'index($0, "\\"name\\": \\"" n "\\"") { p = 1 } '
+    'p && /"(kid|encryptedKey)":/ { split($0, f, "\\""); print f[4]; '
+    'if (f[2] == "encryptedKey") exit }'
+)
 
 
-def mint_token(plan: ClusterPlan, cert: CertSpec) -> str:
-    """A one-time token for ``cert`` minted on the CA node; kept in memory only."""
+def mint_command(plan: ClusterPlan, certs: Sequence[CertSpec]) -> str:
+    """One command on the CA that prints ``token <i> <jwt>`` or ``error <i> <why>`` for
+    each of ``certs``.
+
+    The provisioner key is decrypted once into a shell variable and handed to each
+    `step ca token` on stdin: it is never written to a file, an argument or the output.
+    When that fails (a ca.json laid out otherwise), each token is minted with the
+    password file instead, which is only slower.
+    """
     ca = plan.ca.settings
-    sans = " ".join(f"--san {shlex.quote(n)}" for n in cert.sans)
-    command = (
-        f"STEPPATH={ca.ca_dir} {ca.bin_dir}/step ca token {shlex.quote(cert.subject)} {sans} "
-        f"--provisioner {shlex.quote(ca.ca_provisioner)} "
-        f"--provisioner-password-file {ca.ca_dir}/secrets/provisioner_password "
-        f"--ca-url {plan.ca_url} --root {ca.ca_dir}/certs/root_ca.crt"
+    step, conf = f"{ca.bin_dir}/step", f"{ca.ca_dir}/config/ca.json"
+    password = f"{ca.ca_dir}/secrets/provisioner_password"
+    common = (
+        f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {plan.ca_url} "
+        f"--root {ca.ca_dir}/certs/root_ca.crt"
     )
-    ca_host = pyinfra_host(plan.active_ca)
-    with _connecting:
-        if not ca_host.connected:
-            ca_host.connect(reason="to mint a certificate token", raise_exceptions=True)
-    with _minting:
-        ok, output = ca_host.run_shell_command(StringCommand(command), print_output=False)
-    token = output.stdout.strip()
-    if not ok or not token or "\n" in token:
-        raise PyinfraError(
-            f"could not mint a token for {cert.name} on {plan.active_ca}: "
-            f"{output.stderr.strip()[-300:]}"
+    lines = [
+        "umask 077; e=$(mktemp); trap 'rm -f \"$e\"' EXIT",
+        f"set -- $(awk -v n={shlex.quote(ca.ca_provisioner)} {shlex.quote(_PICK_KEY)} {conf})",
+        f'key=$(printf %s "$2" | {step} crypto jwe decrypt --password-file {password} '
+        "2>/dev/null) || key=",
+        # the decrypted key must be the provisioner's (kid), else the slow way
+        """case $key in *'"kid":"'"$1"'"'*) ;; *) key= ;; esac""",
+        'mint() { if [ -n "$key" ]; then printf %s "$key" | '
+        f'STEPPATH={ca.ca_dir} {step} ca token "$@" --key /dev/stdin {common}; '
+        f'else STEPPATH={ca.ca_dir} {step} ca token "$@" '
+        f"--provisioner-password-file {password} {common}; fi; }}",
+    ]
+    for i, cert in enumerate(certs):
+        sans = (f"--san {shlex.quote(n)}" for n in cert.sans)
+        args = " ".join([shlex.quote(cert.subject), *sans])
+        lines.append(
+            f'if t=$(mint {args} 2>"$e"); then echo "token {i} $t"; '
+            f"else echo \"error {i} $(tr '\\n' ' ' < \"$e\" | tail -c 300)\"; fi"
         )
-    return token
+    return "; ".join(lines)
+
+
+def parse_minted(output: str, certs: Sequence[CertSpec], ca: str) -> list[str | PyinfraError]:
+    """The token, or the error naming the certificate, for each of ``certs`` in the
+    output of `mint_command` run on node ``ca``."""
+    found: dict[int, tuple[str, str]] = {}
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        index, _, value = rest.partition(" ")
+        if kind in ("token", "error") and index.isdigit():
+            found[int(index)] = (kind, value.strip())
+    results: list[str | PyinfraError] = []
+    for i, cert in enumerate(certs):
+        kind, value = found.get(i, ("error", "no answer from the CA node"))
+        if kind == "token" and value and " " not in value:
+            results.append(value)
+        else:
+            results.append(PyinfraError(f"could not mint a token for {cert.name} on {ca}: {value}"))
+    return results
+
+
+class _Minter:
+    """Mints the tokens asked for within `GATHER_SECONDS` of each other in one command
+    on the CA (one per run and inventory; see `tokens`)."""
+
+    def __init__(self, plan: ClusterPlan) -> None:
+        self.plan = plan
+        self.queue: list[tuple[CertSpec, gevent.event.AsyncResult]] = []
+        self.runner: gevent.Greenlet | None = None
+
+    def tokens(self, certs: Sequence[CertSpec]) -> list[str]:
+        waits = []
+        for cert in certs:
+            waits.append(gevent.event.AsyncResult())
+            self.queue.append((cert, waits[-1]))
+        if self.runner is None or self.runner.dead:
+            self.runner = spawn_in_context(self._run)
+        return [w.get() for w in waits]
+
+    def _run(self) -> None:
+        while self.queue:
+            gevent.sleep(GATHER_SECONDS)
+            batch, self.queue = self.queue, []
+            certs = [cert for cert, _ in batch]
+            try:
+                results = self._mint(certs)
+            except Exception as e:  # every waiting host hears of it; none waits forever
+                error = e if isinstance(e, PyinfraError) else PyinfraError(str(e))
+                results = [error] * len(certs)
+            for (_, wait), result in zip(batch, results, strict=True):
+                if isinstance(result, PyinfraError):
+                    wait.set_exception(result)
+                else:
+                    wait.set(result)
+
+    def _mint(self, certs: list[CertSpec]) -> list[str | PyinfraError]:
+        ca = self.plan.active_ca
+        ca_host = pyinfra_host(ca)
+        try:
+            if not ca_host.connected:
+                ca_host.connect(reason="to mint certificate tokens", raise_exceptions=True)
+            ok, output = ca_host.run_shell_command(
+                StringCommand(mint_command(self.plan, certs)), print_output=False
+            )
+        except Exception as e:  # a lost connection fails these certificates, not the run
+            raise PyinfraError(f"could not mint tokens on {ca}: {e}") from None
+        if not ok:
+            raise PyinfraError(f"could not mint tokens on {ca}: {output.stderr.strip()[-300:]}")
+        return parse_minted(output.stdout, certs, ca)
+
+
+_minters: dict[int, _Minter] = {}
+
+
+def mint_tokens(plan: ClusterPlan, certs: Sequence[CertSpec]) -> list[str]:
+    """One-time tokens for ``certs``, minted on the CA node; kept in memory only.
+
+    Raises PyinfraError naming the first certificate that got none.
+    """
+    key = id(ctx_inventory.get())
+    if key not in _minters:
+        _minters[key] = _Minter(plan)
+    return _minters[key].tokens(certs)
 
 
 def issue_command(me: HostPlan, cert: CertSpec, ca_url: str) -> str:
@@ -100,7 +207,10 @@ def _reads(me: HostPlan) -> Want:
     if not me.certs:
         return Want()
     step = f"{me.settings.bin_dir}/step"
-    return Want.of(finds={_interrupted(me)}) | fact_want(CertStates, certs=me.certs, step=step)
+    files = [path for cert in me.certs for path in (cert.crt, cert.key)]
+    return Want.of(stat=files, finds={_interrupted(me)}) | fact_want(
+        CertStates, certs=me.certs, step=step
+    )
 
 
 @deploy("Issue certificates")
@@ -119,7 +229,8 @@ def issue_certificates() -> None:
     if not me.certs:
         return
     s = me.settings
-    stale = snapshot(_reads(me)).found_dirs[_interrupted(me)]
+    before = snapshot(_reads(me))
+    stale = before.found_dirs[_interrupted(me)]
     for path in stale:
         files.directory(
             name=f"Remove {path} (left by an interrupted issuance)", path=path, present=False
@@ -130,13 +241,16 @@ def issue_certificates() -> None:
     # Read with the host's snapshot when the pinned `step` was there before the run (it
     # computes each key's public half); otherwise once install_step has run.
     step_ready = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step") == s.step_version
+    # A new host has none of the files: nothing to read (only this task writes them).
+    none_there = all(before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs)
 
     def check() -> bool:
-        found: dict[str, CertOnHost] = (
-            fact_before_run(CertStates, certs=me.certs, step=step)
-            if step_ready
-            else host.get_fact(CertStates, certs=me.certs, step=step)
-        )
+        if none_there:
+            found: dict[str, CertOnHost | None] = dict.fromkeys(c.name for c in me.certs)
+        elif step_ready:
+            found = fact_before_run(CertStates, certs=me.certs, step=step)
+        else:
+            found = host.get_fact(CertStates, certs=me.certs, step=step)
         if set(found) != {c.name for c in me.certs}:
             # Every section is printed even for missing files: an incomplete answer is a
             # failed read, which must not be mistaken for "missing" and re-issued.
@@ -152,11 +266,12 @@ def issue_certificates() -> None:
         return bool(todo["issue"] or todo["fix"])
 
     def apply() -> None:
-        for cert, reason in todo["issue"]:
+        tokens = mint_tokens(plan, [cert for cert, _ in todo["issue"]])
+        for (cert, reason), token in zip(todo["issue"], tokens, strict=True):
             server.shell(
                 name=f"Issue {cert.name} ({reason})",
                 commands=[issue_command(me, cert, plan.ca_url)],
-                _stdin=mint_token(plan, cert),
+                _stdin=token,
             )
         for cert in todo["fix"]:
             files.file(name=f"Mode of {cert.crt}", path=cert.crt, mode="644")
@@ -166,4 +281,7 @@ def issue_certificates() -> None:
         f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
         apply,
         check=check,
+        # Known before the run: the CA's root, and the host's certificates (or that it
+        # has none). Otherwise `step` or the CA is new: decided at execute time.
+        check_now=(step_ready or none_there) and ca_root_before_run() is not None,
     )

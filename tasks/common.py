@@ -55,18 +55,29 @@ def call(
     name: str,
     function: Callable[..., object],
     check: Callable[[], bool] | None = None,
+    check_now: bool = False,
     **kwargs,
-) -> OperationMeta:
+) -> OperationMeta | None:
     """`python.call(name=, function=, _if=check)` where a PyinfraError raised by the
     check or the function fails this host with its message alone. (pyinfra prints a
     traceback for any exception from a callback; a function that takes ``(state, host)``
     may instead return False to fail.)
+
+    With ``check_now`` the check runs now, at prepare time, when everything it reads is
+    known before the run: nothing to do means no operation at all (None).
 
     .. code:: python
 
         call("Copy the CA material", copy, check=needs_copy)
     """
     problem: list[PyinfraError] = []  # from the check, raised again by the function
+    if check and check_now:
+        try:
+            if not check():
+                return None
+            check = None  # decided: the operation runs
+        except PyinfraError:
+            pass  # asked again at execute time, where its error fails the host
 
     def condition() -> bool:
         try:
@@ -100,6 +111,22 @@ def pyinfra_host(name: str) -> Host:
     raise PyinfraError(f"no inventory host for node {name}")
 
 
+def spawn_in_context(function: Callable[..., object], *args) -> gevent.Greenlet:
+    """`gevent.spawn` with this run's pyinfra state and inventory (gevent locals: a new
+    greenlet starts without pyinfra's context)."""
+    current_state, current_inventory = ctx_state.get(), ctx_inventory.get()
+
+    def run() -> object:
+        with (
+            ctx_state.use(current_state),
+            ctx_inventory.use(current_inventory),
+            ctx_config.use(current_state.config.copy()),
+        ):
+            return function(*args)
+
+    return gevent.spawn(run)
+
+
 def facts_on(wanted: Mapping[str, tuple[type[FactBase], dict]]) -> dict[str, object]:
     """``{node: (FactClass, kwargs)}`` read on those hosts at once, one greenlet each
     (a loop of `get_fact` on other hosts waits for each round trip in turn).
@@ -108,22 +135,24 @@ def facts_on(wanted: Mapping[str, tuple[type[FactBase], dict]]) -> dict[str, obj
 
         facts_on({"etcd-k8s-2": (Directory, {"path": "/var/lib/etcd/x/member"})})
     """
-    current_state, current_inventory = ctx_state.get(), ctx_inventory.get()
 
     def read(name: str, cls: type[FactBase], kwargs: dict) -> object:
-        # gevent locals: a new greenlet starts without pyinfra's context.
-        with ctx_state.use(current_state), ctx_inventory.use(current_inventory):
-            h = pyinfra_host(name)
-            with ctx_config.use(current_state.config.copy()), ctx_host.use(h):
-                return h.get_fact(cls, **kwargs)
+        h = pyinfra_host(name)
+        with ctx_host.use(h):
+            return h.get_fact(cls, **kwargs)
 
-    jobs = {name: gevent.spawn(read, name, cls, kw) for name, (cls, kw) in wanted.items()}
+    jobs = {name: spawn_in_context(read, name, cls, kw) for name, (cls, kw) in wanted.items()}
     gevent.joinall(list(jobs.values()), raise_error=True)
     return {name: job.value for name, job in jobs.items()}
 
 
 _roots: dict[tuple[int, str], str] = {}
 _roots_lock = gevent.lock.BoundedSemaphore()
+
+
+def _ca_files(me: HostPlan) -> tuple[str, str]:
+    """The CA's config/ca.json and (public) root certificate on cert-manager ``me``."""
+    return f"{me.settings.ca_dir}/config/ca.json", f"{me.settings.ca_dir}/certs/root_ca.crt"
 
 
 def ca_root_pem() -> str:
@@ -135,7 +164,7 @@ def ca_root_pem() -> str:
     key = (id(ctx_inventory.get()), plan.active_ca)
     with _roots_lock:  # every host asks at once: read it once, not once per host
         if key not in _roots:
-            path = f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
+            _, path = _ca_files(plan.ca)
             pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
             if not pem:
                 raise PyinfraError(
@@ -165,6 +194,9 @@ def reads(want_of: WantOf) -> WantOf:
     return want_of
 
 
+_snapshot_locks: dict[tuple[int, str], gevent.lock.BoundedSemaphore] = {}
+
+
 def snapshot(want: Want) -> Snapshot:
     """This host's state as it was before the run, for what ``want`` lists.
 
@@ -174,13 +206,61 @@ def snapshot(want: Want) -> Snapshot:
     A ``want`` that nobody registered is read on its own.
     """
     key = (id(ctx_inventory.get()), host.name)
-    if key not in _snapshots:
-        me = this_host()
-        union = functools.reduce(operator.or_, (r(me) for r in _readers), want)
-        _snapshots[key] = parse(host.get_fact(HostSnapshot, want=union), union)
+    # Another host's task may ask for this host's snapshot (`snapshots_of`): read once.
+    with _snapshot_locks.setdefault(key, gevent.lock.BoundedSemaphore()):
+        if key not in _snapshots:
+            me = this_host()
+            union = functools.reduce(operator.or_, (r(me) for r in _readers), want)
+            _snapshots[key] = parse(host.get_fact(HostSnapshot, want=union), union)
     if _snapshots[key].want.covers(want):
         return _snapshots[key]
     return parse(host.get_fact(HostSnapshot, want=want), want)
+
+
+def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
+    """``{node: want}``: those hosts' snapshots, read at once (and shared with the hosts'
+    own tasks: each host's snapshot is read once per run, whoever asks first).
+
+    .. code:: python
+
+        snapshots_of({"etcd-k8s-2": Want.of(contents={"/etc/etcd/ssl/root_ca.crt"})})
+    """
+
+    def read(name: str, want: Want) -> Snapshot:
+        with ctx_host.use(pyinfra_host(name)):
+            return snapshot(want)
+
+    jobs = {name: spawn_in_context(read, name, want) for name, want in wanted.items()}
+    gevent.joinall(list(jobs.values()), raise_error=True)
+    return {name: job.value for name, job in jobs.items()}
+
+
+@reads
+def _active_ca_reads(me: HostPlan) -> Want:
+    return Want.of(stat=_ca_files(me), contents=_ca_files(me)[1:]) if me.is_active_ca else Want()
+
+
+def ca_root_before_run() -> str | None:
+    """The active CA's root certificate if that CA existed before the run (it then
+    stays the same throughout the run: only `step ca init` makes one), else None.
+
+    Lets tasks decide at prepare time what a host needs, so a host with nothing to do
+    gets no operation at all.
+    """
+    plan = get_plan()
+    ca_json, root_path = _ca_files(plan.ca)
+    try:
+        ca = snapshots_of({plan.active_ca: Want.of(stat={ca_json}, contents={root_path})})[
+            plan.active_ca
+        ]
+    except Exception:  # unreachable now: decided at execute time, which reports it
+        return None
+    root = ca.contents.get(root_path)
+    if not (ca.is_file(ca_json) and root):
+        return None
+    with _roots_lock:
+        _roots.setdefault((id(ctx_inventory.get()), plan.active_ca), root)
+    return root
 
 
 def fact_want(cls: type[FactBase], **kwargs: Hashable) -> Want:

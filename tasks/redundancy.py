@@ -46,7 +46,15 @@ from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import call, facts_on, get_plan, pyinfra_host, reads, snapshot, this_host
+from tasks.common import (
+    call,
+    get_plan,
+    pyinfra_host,
+    reads,
+    snapshot,
+    snapshots_of,
+    this_host,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
@@ -135,14 +143,11 @@ def check_ca_material() -> None:
     if not me.is_active_ca or _holds_ca(me):
         return
     roots: dict[str, list[str]] = {}
-    found = facts_on(
-        {
-            name: (PublicFile, {"path": f"{other.settings.ssl_dir}/root_ca.crt"})
-            for name, other in plan.hosts.items()
-            if other.certs
-        }
-    )
-    for name, pem in found.items():
+    # Every host's snapshot (read anyway) has its root_ca.crt: see tasks/bootstrap.py.
+    paths = {name: f"{h.settings.ssl_dir}/root_ca.crt" for name, h in plan.hosts.items() if h.certs}
+    found = snapshots_of({name: Want.of(contents={path}) for name, path in paths.items()})
+    for name, snap in found.items():
+        pem = snap.contents.get(paths[name])
         if pem:
             try:
                 roots.setdefault(fingerprint(pem), []).append(name)

@@ -157,3 +157,17 @@ def test_fact_commands_run_inside_the_snapshot_and_keep_their_lines():
     assert snap.outputs["no-newline"] == ["{}"]
     assert snap.outputs["header-like"] == ["==> stat", "|x"]
     assert snap.paths == {}  # the "==> stat" above opened no section
+
+
+def test_absent_only_when_the_answer_is_complete_and_the_path_was_asked():
+    snap = parse([*output(), "==> end"], WANT)
+    assert snap.complete
+    assert snap.is_absent("/gone")
+    assert not snap.is_absent("/etc/etcd/etcd.env")  # there
+    assert not snap.is_absent("/not/asked")  # not known
+    cut = parse(output(), WANT)  # no end marker: cut short, nothing is known absent
+    assert not cut.complete and not cut.is_absent("/gone")
+
+
+def test_the_command_ends_with_the_end_marker():
+    assert HostSnapshot().command(WANT).endswith("{ echo '==> end'; }; true")
