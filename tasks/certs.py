@@ -46,13 +46,17 @@ KEY_FLAGS = {
 # decrypts the key once (see `mint_command`).
 GATHER_SECONDS = 0.1
 
-# The provisioner's kid and encrypted key from ca.json, by the provisioner's name
-# (`step ca init` writes the name, then the key with its kid, then encryptedKey).
-_PICK_KEY = (
-    'index($0, "\\"name\\": \\"" n "\\"") { p = 1 } '
-    'p && /"(kid|encryptedKey)":/ { split($0, f, "\\""); print f[4]; '
-    'if (f[2] == "encryptedKey") exit }'
-)
+
+def provisioner_key_lookup(ca_json: str, provisioner: str) -> str:
+    """Shell that sets ``$1`` to the provisioner's kid and ``$2`` to its encrypted key,
+    found in ``ca_json`` by the provisioner's name (`step ca init` writes the name, then
+    the key with its kid, then encryptedKey); both empty when not found."""
+    program = (
+        'index($0, "\\"name\\": \\"" n "\\"") { p = 1 } '
+        'p && /"(kid|encryptedKey)":/ { split($0, f, "\\""); print f[4]; '
+        'if (f[2] == "encryptedKey") exit }'
+    )
+    return f"set -- $(awk -v n={shlex.quote(provisioner)} {shlex.quote(program)} {ca_json})"
 
 
 def mint_command(plan: ClusterPlan, certs: Sequence[CertSpec]) -> str:
@@ -73,7 +77,7 @@ def mint_command(plan: ClusterPlan, certs: Sequence[CertSpec]) -> str:
     )
     lines = [
         "umask 077; e=$(mktemp); trap 'rm -f \"$e\"' EXIT",
-        f"set -- $(awk -v n={shlex.quote(ca.ca_provisioner)} {shlex.quote(_PICK_KEY)} {conf})",
+        provisioner_key_lookup(conf, ca.ca_provisioner),
         f'key=$(printf %s "$2" | {step} crypto jwe decrypt --password-file {password} '
         "2>/dev/null) || key=",
         # the decrypted key must be the provisioner's (kid), else the slow way

@@ -6,6 +6,7 @@ containers with openssl, etcdctl and file stats, not through the deploy's own co
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tasks.certs import provisioner_key_lookup
 from tests import testbed as tb
 
 from .conftest import (
@@ -142,6 +144,27 @@ def test_no_secret_in_output_or_on_the_controller(fresh_cluster):
         text = path.read_bytes()
         assert not PEM_KEY.search(text), path
         assert not any(p.encode() in text for p in passwords), path
+
+
+def test_the_provisioner_key_is_found_in_ca_json_and_never_shown(fresh_cluster):
+    """Tokens are minted with the provisioner key decrypted once per batch: the real
+    ca.json has it where `mint_command` looks (else minting falls back to the slow way),
+    and its private part is in no output and no file on the controller."""
+    _, first = fresh_cluster
+    out = sh(
+        "etcd-k8s-1",
+        provisioner_key_lookup("/etc/step-ca/config/ca.json", "etcd-provisioner")
+        + '; echo "$1"; printf %s "$2" | /opt/bin/step crypto jwe decrypt'
+        " --password-file /etc/step-ca/secrets/provisioner_password",
+    )
+    kid, _, jwk = out.partition("\n")
+    key = json.loads(jwk)
+    assert kid and f'"kid":"{kid}"' in jwk  # the test mint_command makes before using it
+    private = key["d"]
+    assert len(private) >= 40
+    assert private not in first.output
+    for path in first.tmpdir.rglob("*"):
+        assert not path.is_file() or private.encode() not in path.read_bytes(), path
 
 
 def test_etcd_cluster_is_healthy_and_serves_app_server_on_every_member(fresh_cluster):
