@@ -15,8 +15,8 @@ start to exit; docker connector as the e2e tests run it, unless `--connector ssh
 * scaling: 3 etcd members plus 8 and 24 client hosts (11 and 27 hosts; the 1-client case
   is the 4-host cluster): fresh deploy and re-run, and the ratio to the 4-host case;
 * step-ca issuance rate: from 3 hosts at once, 20 token+certificate requests each. The
-  tokens are minted on the CA node (`step ca token` with the provisioner password file
-  that is there) and piped straight into `step ca certificate` on the requesting host
+  tokens are minted on the CA node as the deploy mints them (`tasks.certs.mint_command`,
+  one command per host) and piped straight into `step ca certificate` on the requesting host
   (docker exec | docker exec): no password, key or token is written or printed outside
   the containers. Also measured: minting alone (tokens discarded inside the CA).
 
@@ -57,6 +57,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ETCD_PKI_BED", "bench")
 sys.path.insert(0, str(REPO))
 
+from etcd_pki.plan import CertSpec  # noqa: E402
+from etcd_pki.settings import Settings  # noqa: E402
+from tasks.certs import mint_command  # noqa: E402
 from tests import testbed as tb  # noqa: E402  (needs ETCD_PKI_BED set first)
 
 PYTHON = sys.executable
@@ -227,37 +230,40 @@ def _sh(script: str) -> list[str]:
 def issuance_burst(bed: tb.Bed, per_host: int, mint_only: bool) -> dict[str, Any]:
     """Mint `per_host` tokens per host on the CA and redeem them on BURST_HOSTS at once.
 
-    Each host gets one pipeline `docker exec CA mint | docker exec -i HOST issue`; all
-    pipelines start together. Returns elapsed seconds and certificates per second.
+    Each host gets one pipeline `docker exec CA mint | docker exec -i HOST issue`, the
+    minting done as the deploy does it (`tasks.certs.mint_command`: one command for the
+    host's tokens); all pipelines start together. Returns elapsed seconds and
+    certificates (or, with ``mint_only``, tokens) per second.
     """
     s = SETTINGS
+    ca = Settings.from_data(s)
     ca_node = bed.group(tb.GROUP_CERT_MANAGERS)[0].name
     ca_url = f"https://{bed.ip(ca_node)}:{s['ca_port']}"
     tag = f"bench{int(time.time())}"
     procs = []
     start = time.monotonic()
     for host in BURST_HOSTS:
-        subject = f"{tag}-{host}-$i"
-        mint = (
-            f"set -e; for i in $(seq 1 {per_host}); do STEPPATH={s['ca_dir']} "
-            f"{s['bin_dir']}/step ca token {subject} --san {subject} "
-            f"--provisioner {s['ca_provisioner']} "
-            f"--provisioner-password-file {s['ca_dir']}/secrets/provisioner_password "
-            f"--ca-url {ca_url} --root {s['ca_dir']}/certs/root_ca.crt 2>/dev/null; done"
-            + (" >/dev/null" if mint_only else "")
-        )
+        prefix = f"{tag}-{host}"
+        certs = [
+            CertSpec(prefix, str(i), f"{prefix}-{i}", (f"{prefix}-{i}",), (), "root", "/tmp")
+            for i in range(per_host)
+        ]
+        mint = mint_command(ca, ca_url, certs)
+        if mint_only:  # the tokens stay in the CA container: only their count comes out
+            mint = f"( {mint} ) | grep -c '^token '"
         minter = subprocess.Popen(
             ["docker", "exec", bed.container(ca_node), *_sh(mint)],
-            stdout=subprocess.DEVNULL if mint_only else subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         redeemer = None
         if not mint_only:
             issue = (
                 "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; i=0; "
-                "while read -r token; do i=$((i+1)); "
-                f"STEPPATH={s['step_dir']} {s['bin_dir']}/step ca certificate {subject} "
-                f'"$d/$i.crt" "$d/$i.key" --token "$token" --kty EC --curve P-256 '
+                "while read -r kind n token; do "
+                '[ "$kind" = token ] || { echo "$kind $n $token" >&2; exit 1; }; i=$((i+1)); '
+                f"STEPPATH={s['step_dir']} {s['bin_dir']}/step ca certificate {prefix}-$n "
+                f'"$d/$n.crt" "$d/$n.key" --token "$token" --kty EC --curve P-256 '
                 f"--ca-url {ca_url} --root {s['ssl_dir']}/root_ca.crt --force >/dev/null; "
                 'done; echo "issued $i"'
             )
@@ -269,24 +275,29 @@ def issuance_burst(bed: tb.Bed, per_host: int, mint_only: bool) -> dict[str, Any
             )
             minter.stdout.close()  # the pipe now belongs to the redeemer only
         procs.append((host, minter, redeemer))
-    issued = 0
+    done = 0
     problems = []
     for host, minter, redeemer in procs:
         if redeemer is not None:
             out, err = redeemer.communicate(timeout=600)
             match = re.search(rb"issued (\d+)", out)
-            issued += int(match.group(1)) if match else 0
+            done += int(match.group(1)) if match else 0
             if redeemer.returncode != 0:
                 problems.append(f"{host}: step ca certificate failed: {err.decode()[-300:]}")
-        _, err = minter.communicate(timeout=600)
+            _, err = minter.communicate(timeout=600)
+        else:
+            out, err = minter.communicate(timeout=600)
+            done += int(out.strip() or 0)
         if minter.returncode != 0:
-            problems.append(f"{host}: step ca token failed: {err.decode()[-300:]}")
+            problems.append(f"{host}: minting failed: {err.decode()[-300:]}")
     elapsed = time.monotonic() - start
     if problems:
         raise BenchError("issuance burst: " + "; ".join(problems))
     count = per_host * len(BURST_HOSTS)
-    if not mint_only and issued != count:
-        raise BenchError(f"issuance burst: {issued} certificates issued, expected {count}")
+    if done != count:
+        raise BenchError(
+            f"issuance burst: {done} of {count} {'tokens' if mint_only else 'certificates'}"
+        )
     return {"count": count, "seconds": elapsed, "per_second": count / elapsed}
 
 

@@ -19,6 +19,7 @@ from pyinfra.operations import files, server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
+from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
@@ -59,20 +60,19 @@ def provisioner_key_lookup(ca_json: str, provisioner: str) -> str:
     return f"set -- $(awk -v n={shlex.quote(provisioner)} {shlex.quote(program)} {ca_json})"
 
 
-def mint_command(plan: ClusterPlan, certs: Sequence[CertSpec]) -> str:
-    """One command on the CA that prints ``token <i> <jwt>`` or ``error <i> <why>`` for
-    each of ``certs``.
+def mint_command(ca: Settings, ca_url: str, certs: Sequence[CertSpec]) -> str:
+    """One command on the CA (settings ``ca``) that prints ``token <i> <jwt>`` or
+    ``error <i> <why>`` for each of ``certs``.
 
     The provisioner key is decrypted once into a shell variable and handed to each
     `step ca token` on stdin: it is never written to a file, an argument or the output.
     When that fails (a ca.json laid out otherwise), each token is minted with the
     password file instead, which is only slower.
     """
-    ca = plan.ca.settings
     step, conf = f"{ca.bin_dir}/step", f"{ca.ca_dir}/config/ca.json"
     password = f"{ca.ca_dir}/secrets/provisioner_password"
     common = (
-        f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {plan.ca_url} "
+        f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} "
         f"--root {ca.ca_dir}/certs/root_ca.crt"
     )
     lines = [
@@ -126,6 +126,8 @@ class _Minter:
         self.runner: gevent.Greenlet | None = None
 
     def tokens(self, certs: Sequence[CertSpec]) -> list[str]:
+        if not certs:
+            return []
         waits = []
         for cert in certs:
             waits.append(gevent.event.AsyncResult())
@@ -157,7 +159,8 @@ class _Minter:
             if not ca_host.connected:
                 ca_host.connect(reason="to mint certificate tokens", raise_exceptions=True)
             ok, output = ca_host.run_shell_command(
-                StringCommand(mint_command(self.plan, certs)), print_output=False
+                StringCommand(mint_command(self.plan.ca.settings, self.plan.ca_url, certs)),
+                print_output=False,
             )
         except Exception as e:  # a lost connection fails these certificates, not the run
             raise PyinfraError(f"could not mint tokens on {ca}: {e}") from None

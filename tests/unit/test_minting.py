@@ -81,7 +81,10 @@ def ca_node(tmp_path: Path, defaults):
 def run(plan, tmp_path: Path, certs, kid: str = "KID1") -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(tmp_path / "log"), "FAKE_KID": kid}
     return subprocess.run(
-        ["sh", "-c", mint_command(plan, certs)], env=env, capture_output=True, text=True
+        ["sh", "-c", mint_command(plan.ca.settings, plan.ca_url, certs)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
 
 
