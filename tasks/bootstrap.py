@@ -11,9 +11,9 @@ from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
-    ca_root_before_run,
     ca_root_pem,
     call,
+    decided_before_run,
     get_plan,
     reads,
     snapshot,
@@ -105,5 +105,5 @@ def trust_ca() -> None:
         f"Trust the CA: {name}",
         lambda: batch.steps(name=name, commands=commands()),
         check=lambda: bool(commands()),
-        check_now=ca_root_before_run() is not None,  # else the CA is made in this run
+        check_now=decided_before_run(me),
     )

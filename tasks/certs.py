@@ -23,9 +23,9 @@ from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
-    ca_root_before_run,
     ca_root_pem,
     call,
+    decided_before_run,
     fact_before_run,
     fact_want,
     get_plan,
@@ -288,7 +288,7 @@ def issue_certificates() -> None:
         f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
         apply,
         check=check,
-        # Known before the run: the CA's root, and the host's certificates (or that it
-        # has none). Otherwise `step` or the CA is new: decided at execute time.
-        check_now=(step_ready or none_there) and ca_root_before_run() is not None,
+        # The host's certificates (or that it has none) known before the run; else
+        # `step` is new here: decided at execute time.
+        check_now=(step_ready or none_there) and decided_before_run(me),
     )

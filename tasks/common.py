@@ -263,6 +263,17 @@ def ca_root_before_run() -> str | None:
     return root
 
 
+def decided_before_run(me: HostPlan) -> bool:
+    """Whether a task that reads the CA (trust, issuance) may decide at prepare time on
+    ``me``, and leave out its operation when there is nothing to do.
+
+    Not on the active CA: pyinfra orders operations by each host's own sequence, and the
+    CA's operation is what keeps every host's after the CA's changes in this run (new
+    lifetimes, a restart). Not when the CA is new in this run (its root is unknown).
+    """
+    return not me.is_active_ca and ca_root_before_run() is not None
+
+
 def fact_want(cls: type[FactBase], **kwargs: Hashable) -> Want:
     """A `Want` that runs the command of pyinfra fact ``cls`` inside the snapshot."""
     args = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
