@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import operator
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from hashlib import sha1
+from typing import TypeVar
 
 import gevent
 import gevent.lock
@@ -15,7 +16,7 @@ from pyinfra.api import FactBase, Host
 from pyinfra.api.exceptions import NestedOperationError, PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.util import get_template
-from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
+from pyinfra.context import ctx_config, ctx_host, ctx_inventory
 from pyinfra.operations import python, server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
@@ -24,6 +25,7 @@ from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
 _plans: dict[int, ClusterPlan] = {}
+T = TypeVar("T")
 
 
 def node_name(h: Host) -> str:
@@ -112,38 +114,39 @@ def pyinfra_host(name: str) -> Host:
 
 
 def spawn_in_context(function: Callable[..., object], *args) -> gevent.Greenlet:
-    """`gevent.spawn` with this run's pyinfra state and inventory (gevent locals: a new
-    greenlet starts without pyinfra's context)."""
-    current_state, current_inventory = ctx_state.get(), ctx_inventory.get()
+    """`gevent.spawn` with this run's pyinfra config: pyinfra keeps the config and the
+    current host greenlet-local, so a new greenlet starts without them (`on_hosts`
+    sets the host)."""
+    config = state.config
 
     def run() -> object:
-        with (
-            ctx_state.use(current_state),
-            ctx_inventory.use(current_inventory),
-            ctx_config.use(current_state.config.copy()),
-        ):
+        with ctx_config.use(config.copy()):
             return function(*args)
 
     return gevent.spawn(run)
 
 
+def on_hosts(names: Iterable[str], function: Callable[[str], T]) -> dict[str, T]:
+    """``{name: function(name)}`` with each of those hosts as pyinfra's current host, all
+    at once, one greenlet each (a loop over other hosts waits for each round trip)."""
+
+    def run(name: str) -> T:
+        with ctx_host.use(pyinfra_host(name)):
+            return function(name)
+
+    jobs = {name: spawn_in_context(run, name) for name in names}
+    gevent.joinall(list(jobs.values()), raise_error=True)
+    return {name: job.value for name, job in jobs.items()}
+
+
 def facts_on(wanted: Mapping[str, tuple[type[FactBase], dict]]) -> dict[str, object]:
-    """``{node: (FactClass, kwargs)}`` read on those hosts at once, one greenlet each
-    (a loop of `get_fact` on other hosts waits for each round trip in turn).
+    """``{node: (FactClass, kwargs)}`` read on those hosts at once.
 
     .. code:: python
 
         facts_on({"etcd-k8s-2": (Directory, {"path": "/var/lib/etcd/x/member"})})
     """
-
-    def read(name: str, cls: type[FactBase], kwargs: dict) -> object:
-        h = pyinfra_host(name)
-        with ctx_host.use(h):
-            return h.get_fact(cls, **kwargs)
-
-    jobs = {name: spawn_in_context(read, name, cls, kw) for name, (cls, kw) in wanted.items()}
-    gevent.joinall(list(jobs.values()), raise_error=True)
-    return {name: job.value for name, job in jobs.items()}
+    return on_hosts(wanted, lambda name: host.get_fact(wanted[name][0], **wanted[name][1]))
 
 
 _roots: dict[tuple[int, str], str] = {}
@@ -225,14 +228,7 @@ def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
 
         snapshots_of({"etcd-k8s-2": Want.of(contents={"/etc/etcd/ssl/root_ca.crt"})})
     """
-
-    def read(name: str, want: Want) -> Snapshot:
-        with ctx_host.use(pyinfra_host(name)):
-            return snapshot(want)
-
-    jobs = {name: spawn_in_context(read, name, want) for name, want in wanted.items()}
-    gevent.joinall(list(jobs.values()), raise_error=True)
-    return {name: job.value for name, job in jobs.items()}
+    return on_hosts(wanted, lambda name: snapshot(wanted[name]))
 
 
 @reads
