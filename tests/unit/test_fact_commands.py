@@ -80,11 +80,12 @@ FAKE_KEY_TOOL = """#!/bin/sh
 """
 
 
-def test_the_public_half_comes_from_openssl_or_else_step(tmp_path, defaults):
+def test_the_public_half_comes_from_openssl_or_else_step(tmp_path, defaults, request):
     plan = build_plan(seed_hosts({**defaults, "ssl_dir": str(tmp_path / "ssl")}))
     cert = plan.hosts["app-server"].cert("client")
     (tmp_path / "ssl").mkdir()
     key = ec.generate_private_key(ec.SECP256R1())
+    request.addfinalizer(Path(cert.key).unlink)  # no private key left in the temp dirs
     Path(cert.key).write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
