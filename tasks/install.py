@@ -91,7 +91,8 @@ def _install_command(
         f'if [ "$actual" != {sha256} ]; then ',
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
         f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
-        "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; ",
+        # Unpacked next to the binaries: staged by a rename, not a copy of each binary.
+        f"tmp=$(mktemp -d {d}/.unpack-XXXXXX); trap 'rm -rf \"$tmp\"' EXIT; ",
         f'tar -xzf {t} -C "$tmp"; ',
     ]
     for i, name in enumerate(names):
@@ -104,7 +105,7 @@ def _install_command(
             )
     for i, name in enumerate(names):
         b = shlex.quote(name)
-        stage = f'install -m 0755 -o root -g root "$src{i}" {d}/.{b}.new'
+        stage = f'chown root:root "$src{i}"; chmod 0755 "$src{i}"; mv -f "$src{i}" {d}/.{b}.new'
         cmd.append(f'if [ -n "$src{i}" ]; then {stage}; fi; ')
     for i, name in enumerate(names):
         b = shlex.quote(name)

@@ -134,3 +134,11 @@ def test_missing_or_garbled_answers_are_errors(ca_node):
     results = parse_minted("token 0 two words\nnoise\n", certs, "etcd-k8s-1")
     assert [type(r) for r in results] == [PyinfraError, PyinfraError]
     assert "no answer from the CA node" in str(results[1])
+
+
+def test_tokens_minted_in_parallel_come_back_whole_and_in_their_places(ca_node):
+    plan, tmp = ca_node
+    certs = [c for h in plan.hosts.values() for c in h.certs]  # 10: more than the CPUs
+    done = run(plan, tmp, certs)
+    assert parse_minted(done.stdout, certs, "etcd-k8s-1") == [f"tok-{c.subject}-key" for c in certs]
+    assert len(done.stdout.splitlines()) == len(certs)
