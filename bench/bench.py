@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--fresh-runs", type=int, help="fresh 4-host deploys (3; quick 1)")
     parser.add_argument("--reruns", type=int, help="re-runs per size (5; quick 3)")
+    parser.add_argument(
+        "--scale-runs", type=int, default=1, help="fresh deploys of 11 and 27 hosts (1)"
+    )
     parser.add_argument("--issuance-runs", type=int, help="issuance bursts (3; quick 1)")
     parser.add_argument("--per-host", type=int, default=20, help="certificates per host (20)")
     parser.add_argument(
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     fresh_runs = args.fresh_runs or (1 if quick else 3)
     reruns = args.reruns or (3 if quick else 5)
-    scale_reruns = max(1, min(reruns, 2 if quick else 3))
+    scale_reruns = max(1, min(reruns, 2 if quick else 5))
     issuance_runs = args.issuance_runs or (1 if quick else 3)
     client_counts = (7,) if quick else (7, 23)  # + app-server: 8 and 24 clients
 
@@ -506,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         results["issuance"] = issuance(tb.bed(), issuance_runs, args.per_host)
         results["add"] = add_member(tb.bed())
         for clients in client_counts:
-            results["scaling"].append(fresh_and_reruns(clients, 1, scale_reruns))
+            results["scaling"].append(fresh_and_reruns(clients, args.scale_runs, scale_reruns))
     finally:
         results["load_after"] = os.getloadavg()
         if args.json:
