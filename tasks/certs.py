@@ -23,6 +23,7 @@ from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
+    ca_files,
     ca_root_pem,
     call,
     decided_before_run,
@@ -70,12 +71,9 @@ def mint_command(ca: Settings, ca_url: str, certs: Sequence[CertSpec]) -> str:
     password file instead, which is only slower. As many tokens are minted at once as
     the CA node has CPUs.
     """
-    step, conf = f"{ca.bin_dir}/step", f"{ca.ca_dir}/config/ca.json"
+    step, (conf, root) = f"{ca.bin_dir}/step", ca_files(ca)
     password = f"{ca.ca_dir}/secrets/provisioner_password"
-    common = (
-        f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} "
-        f"--root {ca.ca_dir}/certs/root_ca.crt"
-    )
+    common = f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} --root {root}"
     lines = [
         "umask 077; e=$(mktemp -d); trap 'rm -rf \"$e\"' EXIT",
         provisioner_key_lookup(conf, ca.ca_provisioner),

@@ -20,7 +20,7 @@ from pyinfra.context import ctx_config, ctx_host, ctx_inventory
 from pyinfra.operations import python, server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
-from etcd_pki.settings import ConfigError
+from etcd_pki.settings import ConfigError, Settings
 from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
@@ -153,9 +153,9 @@ _roots: dict[tuple[int, str], str] = {}
 _roots_lock = gevent.lock.BoundedSemaphore()
 
 
-def _ca_files(me: HostPlan) -> tuple[str, str]:
-    """The CA's config/ca.json and (public) root certificate on cert-manager ``me``."""
-    return f"{me.settings.ca_dir}/config/ca.json", f"{me.settings.ca_dir}/certs/root_ca.crt"
+def ca_files(s: Settings) -> tuple[str, str]:
+    """The CA's config/ca.json and (public) root certificate under ``s.ca_dir``."""
+    return f"{s.ca_dir}/config/ca.json", f"{s.ca_dir}/certs/root_ca.crt"
 
 
 def ca_root_pem() -> str:
@@ -167,7 +167,7 @@ def ca_root_pem() -> str:
     key = (id(ctx_inventory.get()), plan.active_ca)
     with _roots_lock:  # every host asks at once: read it once, not once per host
         if key not in _roots:
-            _, path = _ca_files(plan.ca)
+            _, path = ca_files(plan.ca.settings)
             pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
             if not pem:
                 raise PyinfraError(
@@ -233,7 +233,10 @@ def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
 
 @reads
 def _active_ca_reads(me: HostPlan) -> Want:
-    return Want.of(stat=_ca_files(me), contents=_ca_files(me)[1:]) if me.is_active_ca else Want()
+    if not me.is_active_ca:
+        return Want()
+    ca_json, root = ca_files(me.settings)
+    return Want.of(stat={ca_json, root}, contents={root})
 
 
 def ca_root_before_run() -> str | None:
@@ -244,7 +247,7 @@ def ca_root_before_run() -> str | None:
     gets no operation at all.
     """
     plan = get_plan()
-    ca_json, root_path = _ca_files(plan.ca)
+    ca_json, root_path = ca_files(plan.ca.settings)
     try:
         ca = snapshots_of({plan.active_ca: Want.of(stat={ca_json}, contents={root_path})})[
             plan.active_ca

@@ -47,6 +47,7 @@ from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
 from tasks.common import (
+    ca_files,
     call,
     get_plan,
     pyinfra_host,
@@ -62,20 +63,17 @@ MATERIAL = tuple(path for path, *_ in CA_FILES)
 CA_SERVICE = "step-ca.service"
 
 
-def _ca_json(me: HostPlan) -> str:
-    return f"{me.settings.ca_dir}/config/ca.json"
-
-
 @reads
 def _reads(me: HostPlan) -> Want:
     # Whether the host holds a CA: the active (a CA-less failover target), or a host
     # that is no longer a cert-manager (material to retire); age on cert-managers.
-    return Want.of(stat={_ca_json(me)}, packages={AGE_PACKAGE} if me.is_cert_manager else ())
+    ca_json, _ = ca_files(me.settings)
+    return Want.of(stat={ca_json}, packages={AGE_PACKAGE} if me.is_cert_manager else ())
 
 
 def _holds_ca(me: HostPlan) -> bool:
     """`config/ca.json` was on this host before the run."""
-    return snapshot(_reads(me)).is_file(_ca_json(me))
+    return snapshot(_reads(me)).is_file(ca_files(me.settings)[0])
 
 
 def _real(value: str, s: Settings) -> str:
