@@ -9,6 +9,9 @@ from pyinfra.api import FactBase
 from etcd_pki.certs import CertOnHost, parse_state_output
 from etcd_pki.plan import CertSpec
 
+# A binary's identity for the version marker: replaced or rewritten, it differs.
+FILE_IDENTITY = "stat -c '%s %Y %i'"
+
 
 class StepVersions(FactBase):
     """Installed versions of step / step-ca in ``bin_dir``: ``{"step": "0.30.6", ...}``.
@@ -26,7 +29,7 @@ class StepVersions(FactBase):
         d = shlex.quote(bin_dir)
         return (
             f"for b in step step-ca; do f={d}/$b; [ -x $f ] || continue; "
-            "id=$(stat -c '%s %Y %i' $f); v=; "
+            f"id=$({FILE_IDENTITY} $f); v=; "
             f'{{ read -r s m i v < {d}/.$b.version && [ "$s $m $i" = "$id" ]; }} 2>/dev/null'
             ' || v=$($f version 2>/dev/null | head -n1); echo "$b $v"; done; true'
         )
@@ -45,7 +48,7 @@ def version_marker_command(bin_dir: str, binary: str) -> str:
     """Record ``binary``'s version line with the file's identity, for `StepVersions`."""
     f, marker = shlex.quote(f"{bin_dir}/{binary}"), shlex.quote(f"{bin_dir}/.{binary}.version")
     return (
-        f"printf '%s %s\\n' \"$(stat -c '%s %Y %i' {f})\" "
+        f"printf '%s %s\\n' \"$({FILE_IDENTITY} {f})\" "
         f'"$({f} version 2>/dev/null | head -n1)" > {marker}'
     )
 
