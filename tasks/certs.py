@@ -183,24 +183,31 @@ def mint_tokens(plan: ClusterPlan, certs: Sequence[CertSpec]) -> list[str]:
     return _minters[key].tokens(certs)
 
 
-def issue_command(me: HostPlan, cert: CertSpec, ca_url: str) -> str:
-    """Redeem the token from stdin; write to a temp dir, then rename into place.
+def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
+    """Issue ``certs`` in order, one token each from stdin (one per line), in one command:
+    each key and certificate is written to a temp dir, then renamed into place.
 
-    A failed earlier run of the certificate's renewal service is moot once it is
+    A failed earlier run of a certificate's renewal service is moot once it is
     re-issued: its failed state is cleared (the audit warns about it until then).
     """
     s = me.settings
-    return (
+    parts = [
         f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); "
-        "trap 'rm -rf \"$tmp\"' EXIT; read -r token; "
-        f"STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate {shlex.quote(cert.subject)} "
-        f'"$tmp/crt" "$tmp/key" --token "$token" --not-after {s.cert_lifetime} '
-        f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.ssl_dir}/root_ca.crt --force "
-        ">/dev/null; "
-        f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
-        f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}; '
-        f"systemctl reset-failed {cert.unit}.service >/dev/null 2>&1 || true"
-    )
+        "trap 'rm -rf \"$tmp\"' EXIT"
+    ]
+    for cert in certs:
+        parts.append(
+            # `step` gets /dev/null: the remaining lines of stdin are the next tokens.
+            "read -r token; "
+            f"STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate {shlex.quote(cert.subject)} "
+            f'"$tmp/crt" "$tmp/key" --token "$token" --not-after {s.cert_lifetime} '
+            f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.ssl_dir}/root_ca.crt --force "
+            ">/dev/null </dev/null; "
+            f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
+            f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}; '
+            f"systemctl reset-failed {cert.unit}.service >/dev/null 2>&1 || true"
+        )
+    return "; ".join(parts)
 
 
 def _interrupted(me: HostPlan) -> tuple[str, str]:
@@ -273,12 +280,13 @@ def issue_certificates() -> None:
         return bool(todo["issue"] or todo["fix"])
 
     def apply() -> None:
-        tokens = mint_tokens(plan, [cert for cert, _ in todo["issue"]])
-        for (cert, reason), token in zip(todo["issue"], tokens, strict=True):
+        if todo["issue"]:
+            certs = [cert for cert, _ in todo["issue"]]
+            # One command for all of them: a round trip per host, not per certificate.
             server.shell(
-                name=f"Issue {cert.name} ({reason})",
-                commands=[issue_command(me, cert, plan.ca_url)],
-                _stdin=token,
+                name="Issue " + ", ".join(f"{cert.name} ({why})" for cert, why in todo["issue"]),
+                commands=[issue_command(me, certs, plan.ca_url)],
+                _stdin=mint_tokens(plan, certs),
             )
         for cert in todo["fix"]:
             files.file(name=f"Mode of {cert.crt}", path=cert.crt, mode="644")
