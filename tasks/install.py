@@ -30,13 +30,17 @@ from etcd_pki.settings import Settings
 from facts.pki import EtcdVersions, StepVersions, version_marker_command
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import fact_before_run, fact_want, reads, this_host
+from tasks.common import fact_before_run, fact_want, reads, snapshot, this_host
 
 
 @reads
 def _reads(me: HostPlan) -> Want:
     s = me.settings
-    want = fact_want(StepVersions, bin_dir=s.bin_dir) | fact_want(Arch)
+    want = (
+        fact_want(StepVersions, bin_dir=s.bin_dir)
+        | fact_want(Arch)
+        | Want.of(stat=list(_dir_modes(s.bin_dir)))
+    )
     if me.is_etcd and s.etcd_install_source == "release":
         want |= fact_want(EtcdVersions, bin_dir=s.bin_dir)
     return want
@@ -113,11 +117,16 @@ def _install_command(
     return "".join(cmd).rstrip("; ")
 
 
+def _dir_modes(bin_dir: str) -> dict[str, str]:
+    return {bin_dir: "755", DOWNLOAD_DIR: "700"}
+
+
 def _prepare_dirs(bin_dir: str) -> None:
-    batch.directories(
-        name=f"Directories {bin_dir} and {DOWNLOAD_DIR} (download cache)",
-        modes={bin_dir: "755", DOWNLOAD_DIR: "700"},
-    )
+    """The binaries' and the download cache's directories, where missing or wrong."""
+    before = snapshot(Want.of(stat=list(_dir_modes(bin_dir))))
+    modes = {d: m for d, m in _dir_modes(bin_dir).items() if not before.is_directory(d, mode=m)}
+    if modes:
+        batch.directories(name=f"Directories {' and '.join(modes)}", modes=modes)
 
 
 def install_tarball(

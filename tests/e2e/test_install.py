@@ -38,10 +38,14 @@ def test_mirror_source_downloads_and_verifies(bed):
         tb.STATE_DIR / "inventory_mirror.py",
         data={"install_source": "mirror", "install_mirror_url": tb.mirror_url()},
     )
-    sh(HOST, "rm -f /opt/bin/step /var/cache/etcd-pki/step_*")
+    sh(HOST, "rm -f /opt/bin/step /var/cache/etcd-pki/step_* && chmod 755 /var/cache/etcd-pki")
     run = limited(inventory)
     assert run.rc == 0, run.output[-3000:]
     assert f"Download step_linux_{version}_amd64.tar.gz" in run.output
+    # Only the directory that is not right is set (the download cache is root's alone).
+    assert "Directories /var/cache/etcd-pki" in run.output, run.output[-3000:]
+    assert "Directories /opt/bin" not in run.output
+    assert sh(HOST, "stat -c %a /var/cache/etcd-pki").strip() == "700"
     assert f"Smallstep CLI/{version} " in sh(HOST, "/opt/bin/step version")
     # Installed: a second run downloads nothing.
     again = limited(inventory)
