@@ -42,6 +42,7 @@ import collections
 import json
 import os
 import re
+import resource
 import runpy
 import shlex
 import signal
@@ -68,6 +69,7 @@ DEPLOY = "deploy.py"
 SETTINGS = runpy.run_path(str(REPO / "group_data" / "all.py"))
 BURST_HOSTS = ("etcd-k8s-2", "etcd-k8s-3", "app-server")
 NEW_MEMBER = "etcd-k8s-4"
+CA_NODE = "etcd-k8s-1"  # the test bed's active cert-manager
 # Targets from issue 8 (this 2-core machine).
 TARGET_FRESH_4 = 60.0
 TARGET_RERUN_4 = 10.0
@@ -122,6 +124,9 @@ class Run:
     commands: dict[str, int]  # node -> commands (shell commands + uploads + downloads)
     stages: dict[str, float]  # stage -> seconds since start
     cpu: float  # CPU seconds the whole machine was busy during the run (all cores)
+    # CPU seconds by place: each container (node name), " docker daemons", " controller"
+    # (pyinfra with the docker/ssh processes it ran)
+    places: dict[str, float] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -147,6 +152,57 @@ def _totals(output: str) -> tuple[int, int, int]:
     return ops, changed, errors
 
 
+def _cgroup_cpu(container_id: str) -> float | None:
+    """CPU seconds a container has used (cgroup v1 cpuacct or v2 cpu.stat), None if unknown."""
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+    if v1.is_file():
+        return int(v1.read_text()) / 1e9
+    for v2 in (
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat"),
+        Path(f"/sys/fs/cgroup/docker/{container_id}/cpu.stat"),
+    ):
+        if v2.is_file():
+            for line in v2.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+    return None
+
+
+DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
+
+
+def cpu_by_place() -> dict[str, float]:
+    """CPU seconds used so far by each of the bed's containers (by node name) and by the
+    docker daemons themselves (not their children: a shim reaps the processes of each
+    `docker exec`, which the container's cgroup has counted already)."""
+    out = subprocess.run(
+        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    places: dict[str, float] = {}
+    for line in out.splitlines():
+        cid, _, name = line.partition(" ")
+        if tb.BED.prefix and name.startswith(tb.BED.prefix):
+            used = _cgroup_cpu(cid)
+            if used is not None:
+                places[node_of(name)] = used
+    tick = os.sysconf("SC_CLK_TCK")
+    daemons = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if comm.split("(", 1)[-1] in DAEMONS:
+            f = rest.split()
+            daemons += (int(f[11]) + int(f[12])) / tick  # utime, stime
+    places[" docker daemons"] = daemons
+    return places
+
+
 def busy_seconds() -> float:
     """CPU seconds the machine has spent busy so far, summed over cores (/proc/stat):
     the containers, dockerd and the controller alike."""
@@ -161,9 +217,13 @@ def run_deploy(inventory: Path, label: str, *args: str) -> Run:
     cmd_log = logs / f"{label}.jsonl"
     cmd_log.unlink(missing_ok=True)
     cmd = [PYTHON, str(RUNNER), str(cmd_log), "-y", str(inventory), DEPLOY, *args]
+    places_before, children = cpu_by_place(), _children_cpu()
     start, busy = time.monotonic(), busy_seconds()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     wall, cpu = time.monotonic() - start, busy_seconds() - busy
+    controller = _children_cpu() - children
+    places = {k: round(v - places_before.get(k, 0.0), 3) for k, v in cpu_by_place().items()}
+    places[" controller"] = round(controller, 3)
     output = proc.stdout + proc.stderr
     (logs / f"{label}.log").write_text(output)
     if proc.returncode != 0:
@@ -178,7 +238,15 @@ def run_deploy(inventory: Path, label: str, *args: str) -> Run:
     stage_times = [r for r in records if r["k"] == "stage"]
     t0 = stage_times[0]["t"] if stage_times else 0.0
     stages = {r["stage"]: round(r["t"] - t0, 2) for r in stage_times}
-    return Run(label, wall, ops, changed, dict(sorted(commands.items())), stages, cpu, records)
+    return Run(
+        label, wall, ops, changed, dict(sorted(commands.items())), stages, cpu, places, records
+    )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the pyinfra runs, with theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def deploy_n(
@@ -351,6 +419,26 @@ def cpu_text(run: Run) -> str:
     return f"{run.cpu:.1f} core-s ({share:.0%})"
 
 
+def places_text(run: Run) -> str:
+    """Where the machine's busy CPU time went: controller, docker daemons, nodes by role."""
+    p = dict(run.places)
+    parts = [f"controller (pyinfra, docker CLI) {p.pop(' controller', 0.0):.1f} s"]
+    parts.append(f"docker daemons {p.pop(' docker daemons', 0.0):.1f} s")
+    ca = p.pop(CA_NODE, None)
+    if ca is not None:
+        parts.append(f"CA node {ca:.1f} s")
+    members = [v for k, v in p.items() if k.startswith("etcd-")]
+    clients = [v for k, v in p.items() if not k.startswith("etcd-")]
+    for role, values in (("other members", members), ("clients", clients)):
+        if values:
+            parts.append(
+                f"{len(values)} {role} {sum(values):.1f} s ({sum(values) / len(values):.2f} each)"
+            )
+    rest = run.cpu - sum(run.places.values())
+    parts.append(f"rest (runc, kernel, other processes) {rest:.1f} s")
+    return ", ".join(parts)
+
+
 def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -358,6 +446,8 @@ def mark(ok: bool) -> str:
 def where_time_goes(run: Run, top: int = 8) -> list[str]:
     """Stage split, slowest operations, and command time by fact/operation for one run."""
     lines = [f"  machine CPU busy: {cpu_text(run)} of the cores' time"]
+    if run.places:
+        lines.append(f"  CPU by place: {places_text(run)}")
     st = run.stages
     if {"Prepare", "Execute", "Disconnect"} <= st.keys():
         prepare, execute = st["Execute"] - st["Prepare"], st["Disconnect"] - st["Execute"]
