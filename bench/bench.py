@@ -422,7 +422,8 @@ def cpu_text(run: Run) -> str:
 def places_text(run: Run) -> str:
     """Where the machine's busy CPU time went: controller, docker daemons, nodes by role."""
     p = dict(run.places)
-    parts = [f"controller (pyinfra, docker CLI) {p.pop(' controller', 0.0):.1f} s"]
+    controller = p.pop(" controller", 0.0)
+    parts = [f"controller (pyinfra and the docker or ssh processes it ran) {controller:.1f} s"]
     parts.append(f"docker daemons {p.pop(' docker daemons', 0.0):.1f} s")
     ca = p.pop(CA_NODE, None)
     if ca is not None:
