@@ -32,6 +32,13 @@ from facts.snapshot import Want
 from tasks import batch
 from tasks.common import fact_before_run, fact_want, reads, snapshot, this_host
 
+DOWNLOAD_DIR = "/var/cache/etcd-pki"
+
+
+def _dir_modes(bin_dir: str) -> dict[str, str]:
+    """The directories every install needs, with their modes (the cache is root's alone)."""
+    return {bin_dir: "755", DOWNLOAD_DIR: "700"}
+
 
 @reads
 def _reads(me: HostPlan) -> Want:
@@ -44,9 +51,6 @@ def _reads(me: HostPlan) -> Want:
     if me.is_etcd and s.etcd_install_source == "release":
         want |= fact_want(EtcdVersions, bin_dir=s.bin_dir)
     return want
-
-
-DOWNLOAD_DIR = "/var/cache/etcd-pki"
 
 
 def source_base(settings: Settings) -> str:
@@ -115,10 +119,6 @@ def _install_command(
         b = shlex.quote(name)
         cmd.append(f'if [ -n "$src{i}" ]; then mv -f {d}/.{b}.new {d}/{b}; fi; ')
     return "".join(cmd).rstrip("; ")
-
-
-def _dir_modes(bin_dir: str) -> dict[str, str]:
-    return {bin_dir: "755", DOWNLOAD_DIR: "700"}
 
 
 def _prepare_dirs(bin_dir: str) -> None:
