@@ -370,7 +370,7 @@ def evaluate_host(
         out += evaluate_timer(spec, timer, service)
 
     if hp.certs:
-        root_path = f"{s.ssl_dir}/root_ca.crt"
+        root_path = s.trusted_root
         stat = obs.stats.get(root_path)
         if obs.root_pem is None:
             out.append(Finding(name, root_path, "root-missing", "the CA root is not installed"))
@@ -381,7 +381,7 @@ def evaluate_host(
                 out.append(Finding(name, root_path, "crt-mode", f"mode {stat.mode}, want 644"))
 
     if hp.is_active_ca and root_pem is None:
-        out.append(Finding(name, f"{s.ca_dir}/certs/root_ca.crt", "ca-root-missing", "no CA root"))
+        out.append(Finding(name, s.ca_root, "ca-root-missing", "no CA root"))
     # Active and standby cert-managers hold the same CA files with the same owners/modes.
     for want in ca_files if hp.is_cert_manager else ():
         have = obs.stats.get(want.path)

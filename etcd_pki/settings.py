@@ -131,6 +131,21 @@ class Settings:
     def lifetime_seconds(self) -> float:
         return parse_duration(self.cert_lifetime)
 
+    @property
+    def trusted_root(self) -> str:
+        """The CA's root certificate as every host holds it (public)."""
+        return f"{self.ssl_dir}/root_ca.crt"
+
+    @property
+    def ca_json(self) -> str:
+        """step-ca's configuration on a cert-manager."""
+        return f"{self.ca_dir}/config/ca.json"
+
+    @property
+    def ca_root(self) -> str:
+        """The root certificate in a cert-manager's CA directory (public)."""
+        return f"{self.ca_dir}/certs/root_ca.crt"
+
 
 def _check(v: dict[str, Any]) -> list[str]:
     """Problems with the settings in ``v``, each naming its field."""

@@ -126,7 +126,7 @@ def _observe(me: HostPlan, full: bool) -> HostObservation:
         unit_states = fact(UnitStates, units=units) if units else {}
         if not full:
             return HostObservation(certs=certs, timers=unit_states)
-        root_path = f"{s.ssl_dir}/root_ca.crt"
+        root_path = s.trusted_root
         paths = (root_path,)
         if me.is_cert_manager:
             paths += tuple(f.path for f in expected_ca_files(me))

@@ -27,7 +27,7 @@ def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
     """The root certificate, step's defaults.json and the CA links of ``me``."""
     s = me.settings
     links = [f"{s.ssl_dir}/{link}" for link in LINKS]
-    return f"{s.ssl_dir}/root_ca.crt", f"{s.step_dir}/config/defaults.json", links
+    return s.trusted_root, f"{s.step_dir}/config/defaults.json", links
 
 
 @reads

@@ -66,7 +66,7 @@ def claims_command(s: Settings) -> str:
     """Write the lifetime claims into the provisioner in ca.json (offline edit)."""
     return (
         f"STEPPATH={s.ca_dir} {s.bin_dir}/step ca provisioner update "
-        f"{shlex.quote(s.ca_provisioner)} --ca-config {s.ca_dir}/config/ca.json "
+        f"{shlex.quote(s.ca_provisioner)} --ca-config {s.ca_json} "
         f"--x509-min-dur={s.cert_lifetime_min} --x509-max-dur={s.cert_lifetime_max} "
         f"--x509-default-dur={s.cert_lifetime}"
     )

@@ -23,7 +23,6 @@ from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
 from tasks.common import (
-    ca_files,
     ca_root_pem,
     call,
     decided_before_run,
@@ -71,12 +70,11 @@ def mint_command(ca: Settings, ca_url: str, certs: Sequence[CertSpec]) -> str:
     password file instead, which is only slower. As many tokens are minted at once as
     the CA node has CPUs.
     """
-    step, (conf, root) = f"{ca.bin_dir}/step", ca_files(ca)
-    password = f"{ca.ca_dir}/secrets/provisioner_password"
-    common = f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} --root {root}"
+    step, password = f"{ca.bin_dir}/step", f"{ca.ca_dir}/secrets/provisioner_password"
+    common = f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} --root {ca.ca_root}"
     lines = [
         "umask 077; e=$(mktemp -d); trap 'rm -rf \"$e\"' EXIT",
-        provisioner_key_lookup(conf, ca.ca_provisioner),
+        provisioner_key_lookup(ca.ca_json, ca.ca_provisioner),
         f'key=$(printf %s "$2" | {step} crypto jwe decrypt --password-file {password} '
         "2>/dev/null) || key=",
         # the decrypted key must be the provisioner's (kid), else the slow way
@@ -201,7 +199,7 @@ def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
             "read -r token; "
             f"STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate {shlex.quote(cert.subject)} "
             f'"$tmp/crt" "$tmp/key" --token "$token" --not-after {s.cert_lifetime} '
-            f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.ssl_dir}/root_ca.crt --force "
+            f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.trusted_root} --force "
             ">/dev/null </dev/null; "
             f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
             f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}; '

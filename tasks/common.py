@@ -20,7 +20,7 @@ from pyinfra.context import ctx_config, ctx_host, ctx_inventory
 from pyinfra.operations import python, server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
-from etcd_pki.settings import ConfigError, Settings
+from etcd_pki.settings import ConfigError
 from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
@@ -153,11 +153,6 @@ _roots: dict[tuple[int, str], str] = {}
 _roots_lock = gevent.lock.BoundedSemaphore()
 
 
-def ca_files(s: Settings) -> tuple[str, str]:
-    """The CA's config/ca.json and (public) root certificate under ``s.ca_dir``."""
-    return f"{s.ca_dir}/config/ca.json", f"{s.ca_dir}/certs/root_ca.crt"
-
-
 def ca_root_pem() -> str:
     """The root certificate (public) read from the active cert-manager, at execute time.
 
@@ -167,7 +162,7 @@ def ca_root_pem() -> str:
     key = (id(ctx_inventory.get()), plan.active_ca)
     with _roots_lock:  # every host asks at once: read it once, not once per host
         if key not in _roots:
-            _, path = ca_files(plan.ca.settings)
+            path = plan.ca.settings.ca_root
             pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
             if not pem:
                 raise PyinfraError(
@@ -235,8 +230,8 @@ def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
 def _active_ca_reads(me: HostPlan) -> Want:
     if not me.is_active_ca:
         return Want()
-    ca_json, root = ca_files(me.settings)
-    return Want.of(stat={ca_json, root}, contents={root})
+    s = me.settings
+    return Want.of(stat={s.ca_json, s.ca_root}, contents={s.ca_root})
 
 
 def ca_root_before_run() -> str | None:
@@ -247,7 +242,7 @@ def ca_root_before_run() -> str | None:
     gets no operation at all.
     """
     plan = get_plan()
-    ca_json, root_path = ca_files(plan.ca.settings)
+    ca_json, root_path = plan.ca.settings.ca_json, plan.ca.settings.ca_root
     try:
         ca = snapshots_of({plan.active_ca: Want.of(stat={ca_json}, contents={root_path})})[
             plan.active_ca

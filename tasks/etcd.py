@@ -55,7 +55,7 @@ def etcdctl(me: HostPlan, endpoints: str, *args: str) -> str:
         [
             etcd_bins(me)[1],
             f"--endpoints={endpoints}",
-            f"--cacert={me.settings.ssl_dir}/root_ca.crt",
+            f"--cacert={me.settings.trusted_root}",
             f"--cert={client.crt}",
             f"--key={client.key}",
             "--dial-timeout=3s",

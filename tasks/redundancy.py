@@ -47,7 +47,6 @@ from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
 from tasks.common import (
-    ca_files,
     call,
     get_plan,
     pyinfra_host,
@@ -67,13 +66,13 @@ CA_SERVICE = "step-ca.service"
 def _reads(me: HostPlan) -> Want:
     # Whether the host holds a CA: the active (a CA-less failover target), or a host
     # that is no longer a cert-manager (material to retire); age on cert-managers.
-    ca_json, _ = ca_files(me.settings)
-    return Want.of(stat={ca_json}, packages={AGE_PACKAGE} if me.is_cert_manager else ())
+    s = me.settings
+    return Want.of(stat={s.ca_json}, packages={AGE_PACKAGE} if me.is_cert_manager else ())
 
 
 def _holds_ca(me: HostPlan) -> bool:
     """`config/ca.json` was on this host before the run."""
-    return snapshot(_reads(me)).is_file(ca_files(me.settings)[0])
+    return snapshot(_reads(me)).is_file(me.settings.ca_json)
 
 
 def _real(value: str, s: Settings) -> str:
@@ -142,7 +141,7 @@ def check_ca_material() -> None:
         return
     roots: dict[str, list[str]] = {}
     # Every host's snapshot (read anyway) has its root_ca.crt: see tasks/bootstrap.py.
-    paths = {name: f"{h.settings.ssl_dir}/root_ca.crt" for name, h in plan.hosts.items() if h.certs}
+    paths = {name: h.settings.trusted_root for name, h in plan.hosts.items() if h.certs}
     found = snapshots_of({name: Want.of(contents={path}) for name, path in paths.items()})
     for name, snap in found.items():
         pem = snap.contents.get(paths[name])
@@ -156,7 +155,7 @@ def check_ca_material() -> None:
     trusted = "; ".join(f"root {fp} on {', '.join(names)}" for fp, names in roots.items())
     raise PyinfraError(
         f"{me.name} is the active cert-manager but has no CA material "
-        f"({me.settings.ca_dir}/config/ca.json), while the cluster already trusts a CA "
+        f"({me.settings.ca_json}), while the cluster already trusts a CA "
         f"({trusted}). Refusing to create a second CA. Fail over only to a standby that "
         f"received the material (group etcd_cert_managers, synced by an earlier deploy), or "
         f"restore a backup onto {me.name} first: pyinfra INVENTORY restore.py "
@@ -178,10 +177,8 @@ def retire_ca_material() -> None:
     s = this_host().settings
     if not _holds_ca(this_host()):
         return
-    mine = host.get_fact(PublicFile, path=f"{s.ca_dir}/certs/root_ca.crt")
-    active = pyinfra_host(plan.active_ca).get_fact(
-        PublicFile, path=f"{plan.ca.settings.ca_dir}/certs/root_ca.crt"
-    )
+    mine = host.get_fact(PublicFile, path=s.ca_root)
+    active = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=plan.ca.settings.ca_root)
     if not active:
         # Nothing to compare with (a new CA, or a failover target without material,
         # which check_ca_material refuses): leave this host's copy alone for now.
@@ -256,7 +253,7 @@ def copy_ca_material() -> None:
             raise PyinfraError(f"the active cert-manager {plan.active_ca} has no CA material")
         if have_root not in ("none", want_root):
             raise PyinfraError(
-                f"standby {me.name} holds another CA (its {s.ca_dir}/certs/root_ca.crt differs "
+                f"standby {me.name} holds another CA (its {s.ca_root} differs "
                 f"from {plan.active_ca}'s). Refusing to overwrite it: move {s.ca_dir} aside on "
                 f"{me.name} if it is not needed, or take the host out of etcd_cert_managers"
             )
