@@ -5,7 +5,7 @@ the pinned `step` (every host) and `step-ca` (cert-managers), and etcd when
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from etcd_pki.plan import HostPlan
 from etcd_pki.release import (
@@ -89,13 +89,14 @@ def _install_command(
 
     Nothing is replaced unless the sha256 matches and every required binary is in the
     tarball: all are staged as ``.NAME.new`` first, then renamed over the old ones.
-    A mismatch names the file and both digests and deletes the download.
+    A mismatch names the file and both digests and deletes the download. Runs under
+    ``set -e``.
     """
     t, d = shlex.quote(tarball), shlex.quote(bin_dir)
     names = [*binaries, *optional]
     targets = ", ".join(f"{bin_dir}/{b}" for b in binaries)
     cmd = [
-        f"set -e; chmod 600 {t}; actual=$(sha256sum {t} | cut -d' ' -f1); ",
+        f"chmod 600 {t}; actual=$(sha256sum {t} | cut -d' ' -f1); ",
         f'if [ "$actual" != {sha256} ]; then ',
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
         f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
@@ -121,12 +122,29 @@ def _install_command(
     return "".join(cmd).rstrip("; ")
 
 
-def _prepare_dirs(bin_dir: str) -> None:
-    """The binaries' and the download cache's directories, where missing or wrong."""
+def _fetch_command(url: str, tarball: str, sha256: str, binaries: Sequence[str]) -> str:
+    """Download ``url`` to ``tarball`` with curl or wget, unless it already holds the
+    expected ``sha256`` (a run that stopped after its download). A failed download leaves
+    no file behind and names the URL."""
+    t, part, u = shlex.quote(tarball), shlex.quote(f"{tarball}.part"), shlex.quote(url)
+    unchanged = ", ".join(binaries)
+    return (
+        f"if ! printf '%s  %s\\n' {sha256} {t} | sha256sum -c --status 2>/dev/null; then "
+        f"rm -f {part}; "
+        f"if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o {part} {u}; "
+        f"elif command -v wget >/dev/null 2>&1; then wget -q -O {part} {u}; "
+        f'else echo "neither curl nor wget is installed" >&2; false; fi '
+        f'|| {{ echo "cannot download {url}; {unchanged} left unchanged" >&2; '
+        f"rm -f {part}; exit 1; }}; "
+        f"mv -f {part} {t}; fi"
+    )
+
+
+def _dirs_to_make(bin_dir: str) -> dict[str, str]:
+    """The binaries' and the download cache's directories that are missing or of another
+    mode, with the mode each must have."""
     before = snapshot(Want.of(stat=list(_dir_modes(bin_dir))))
-    modes = {d: m for d, m in _dir_modes(bin_dir).items() if not before.is_directory(d, mode=m)}
-    if modes:
-        batch.directories(name=f"Directories {' and '.join(modes)}", modes=modes)
+    return {d: m for d, m in _dir_modes(bin_dir).items() if not before.is_directory(d, mode=m)}
 
 
 def install_tarball(
@@ -137,37 +155,47 @@ def install_tarball(
     sha256: str,
     binaries: Sequence[str],
     bin_dir: str,
+    dirs: Mapping[str, str],
     optional: Sequence[str] = (),
     label: str,
     then: str = "",
 ) -> OperationMeta:
-    """Fetch ``location`` into the host's download cache (uploaded from the controller,
-    or downloaded by the host), verify its sha256 and install ``binaries`` from it.
+    """Get ``location`` into the host's download cache (uploaded from the controller, or
+    downloaded by the host), verify its sha256 and install ``binaries`` from it.
 
-    Call :func:`_prepare_dirs` once first; ``then`` runs after a good install. Returns
-    the install operation.
+    ``dirs`` (from :func:`_dirs_to_make`, for the first install of a run) are made first;
+    ``then`` runs after a good install. A host that downloads does all of it in one
+    command. Returns the install operation.
     """
     tarball = f"{DOWNLOAD_DIR}/{tarball_name}"
-    if from_controller:
-        if not Path(location).is_file():
-            raise PyinfraError(
-                f"host {this_host().name}: {location} is not a file on the controller"
-            )
-        # Verified by the install command below (sha256), like a download.
-        batch.upload(name=f"Upload {tarball_name} from the controller", src=location, dest=tarball)
-    else:
-        # Verified by the install command below, which names file and digests on a
-        # mismatch and deletes the download (pyinfra's own check says much less).
-        files.download(name=f"Download {tarball_name}", src=location, dest=tarball)
+    install = _install_command(tarball, sha256, binaries, bin_dir, optional)
+    if not from_controller:
+        return server.shell(
+            name=f"Download {tarball_name}, install {label} (sha256 verified)",
+            commands=[
+                one_command(
+                    batch.directories_command(dirs),
+                    _fetch_command(location, tarball, sha256, binaries),
+                    install,
+                    then,
+                )
+            ],
+        )
+    if not Path(location).is_file():
+        raise PyinfraError(f"host {this_host().name}: {location} is not a file on the controller")
+    if dirs:  # the upload needs them
+        batch.directories(name=f"Directories {' and '.join(dirs)}", modes=dirs)
+    # Verified by the install command below (sha256), like a download.
+    batch.upload(name=f"Upload {tarball_name} from the controller", src=location, dest=tarball)
     return server.shell(
-        name=f"Install {label} (sha256 verified)",
-        # One command: `set -e` in it stops before ``then`` when the install fails.
-        commands=[
-            "; ".join(
-                filter(None, [_install_command(tarball, sha256, binaries, bin_dir, optional), then])
-            )
-        ],
+        name=f"Install {label} (sha256 verified)", commands=[one_command(install, then)]
     )
+
+
+def one_command(*steps: str) -> str:
+    """The non-empty ``steps`` as one command that stops at the first failure (so
+    nothing runs after a failed download or install)."""
+    return "; ".join(["set -e", *filter(None, steps)])
 
 
 @deploy("Install step binaries")
@@ -195,7 +223,7 @@ def install_step() -> None:
     except ValueError as e:
         raise PyinfraError(f"host {me.name}: {e}") from None
     base = source_base(s)
-    _prepare_dirs(s.bin_dir)
+    dirs = _dirs_to_make(s.bin_dir)
     for binary, version in missing.items():
         artefact = Artefact(binary, version, arch)
         pins = s.step_sha256 if binary == "step" else s.step_ca_sha256
@@ -210,9 +238,11 @@ def install_step() -> None:
             sha256=sha256,
             binaries=[binary],
             bin_dir=s.bin_dir,
+            dirs=dirs,
             label=f"{binary} {version}",
             then=version_marker_command(s.bin_dir, binary),
         )
+        dirs = {}  # made by the first install
 
 
 @deploy("Install etcd from the release tarball")
@@ -247,7 +277,6 @@ def install_etcd_release() -> None:
         )
     release = EtcdRelease(s.etcd_version, arch)
     local_dir = controller_dir(s.etcd_release_url)
-    _prepare_dirs(s.bin_dir)
     installed_op = install_tarball(
         location=release.location(local_dir or s.etcd_release_url),
         tarball_name=release.tarball,
@@ -256,6 +285,7 @@ def install_etcd_release() -> None:
         binaries=EtcdRelease.BINARIES,
         optional=EtcdRelease.OPTIONAL,
         bin_dir=s.bin_dir,
+        dirs=_dirs_to_make(s.bin_dir),
         label=f"etcd {s.etcd_version}",
     )
     # An upgrade: the running member keeps the old binary until it restarts.

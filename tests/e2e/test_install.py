@@ -41,15 +41,28 @@ def test_mirror_source_downloads_and_verifies(bed):
     sh(HOST, "rm -f /opt/bin/step /var/cache/etcd-pki/step_* && chmod 755 /var/cache/etcd-pki")
     run = limited(inventory)
     assert run.rc == 0, run.output[-3000:]
-    assert f"Download step_linux_{version}_amd64.tar.gz" in run.output
-    # Only the directory that is not right is set (the download cache is root's alone).
-    assert "Directories /var/cache/etcd-pki" in run.output, run.output[-3000:]
-    assert "Directories /opt/bin" not in run.output
+    assert f"Download step_linux_{version}_amd64.tar.gz, install step {version}" in run.output
+    # Directory, download and install are one command (the download cache is root's alone).
+    assert "Directories" not in run.output, run.output[-3000:]
     assert sh(HOST, "stat -c %a /var/cache/etcd-pki").strip() == "700"
+    assert sh(HOST, "ls -A /var/cache/etcd-pki").split() == [f"step_linux_{version}_amd64.tar.gz"]
     assert f"Smallstep CLI/{version} " in sh(HOST, "/opt/bin/step version")
     # Installed: a second run downloads nothing.
     again = limited(inventory)
     assert again.rc == 0 and again.changed == 0, again.changed_operations()
+
+
+def test_controller_source_sets_only_the_directory_that_is_wrong(bed):
+    version = bed.versions["step"]
+    sh(HOST, "rm -f /opt/bin/step && chmod 755 /var/cache/etcd-pki")
+    run = limited(bed.inventory_docker)
+    assert run.rc == 0, run.output[-3000:]
+    # The upload needs the directory before the install command, so it is its own step.
+    assert "Directories /var/cache/etcd-pki" in run.output, run.output[-3000:]
+    assert "Directories /opt/bin" not in run.output
+    assert f"Upload step_linux_{version}_amd64.tar.gz from the controller" in run.output
+    assert sh(HOST, "stat -c %a /var/cache/etcd-pki").strip() == "700"
+    assert f"Smallstep CLI/{version} " in sh(HOST, "/opt/bin/step version")
 
 
 @pytest.mark.parametrize("source", ["mirror", "controller"])

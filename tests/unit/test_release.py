@@ -96,7 +96,9 @@ def run_install(tmp_path, tarball, sha256, optional=("etcdutl",)):
     command = _install_command(
         str(tarball), sha256, ("etcd", "etcdctl"), str(tmp_path / "bin"), optional
     )
-    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["sh", "-c", f"set -e; {command}"], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
