@@ -25,6 +25,8 @@ step_ca_sha256: dict[str, str] = {}
 #                  {base}/certificates/releases/download/v{version}/step-ca_linux_...
 #   "controller" - `install_controller_dir`, a directory on the controller with the
 #                  same layout (air-gapped sites); files are uploaded to each host.
+# With "github" and "mirror" each host downloads with curl or wget (one must be
+# installed). Tarballs are kept in /var/cache/etcd-pki (root only).
 install_source = "github"
 install_mirror_url: str | None = None
 install_controller_dir: str | None = None
