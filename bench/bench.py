@@ -1,10 +1,13 @@
 """Benchmark the deploy on the Docker test bed: `make bench [BENCH_ARGS="--quick ..."]`, or
 
     .venv/bin/python bench/bench.py [--quick] [--json FILE] [--keep] [--connector ssh]
+                                    [--install-source controller]
                                     [--fresh-runs N] [--reruns N] [--issuance-runs N]
 
 What it measures (wall time of the whole `pyinfra -y INVENTORY deploy.py` process, from
-start to exit; docker connector as the e2e tests run it, unless `--connector ssh`):
+start to exit; docker connector as the e2e tests run it, unless `--connector ssh`; each
+host downloads step/step-ca from the bed's HTTP mirror, as hosts download from GitHub
+with the default `install_source`, unless `--install-source controller` uploads them):
 
 * fresh deploy of the 4-host cluster (3 etcd members, one of them the CA, 1 client) on
   brand-new containers: CA, certificates, renewal units, etcd;
@@ -78,6 +81,10 @@ TARGET_COMMANDS = 30
 # "docker": @docker/CONTAINER hosts (docker exec per command, as the e2e tests run);
 # "ssh": the same containers over SSH (one connection per host). Set by --connector.
 CONNECTOR = "docker"
+# "mirror": hosts download step/step-ca from the bed's HTTP mirror, as they download from
+# GitHub by default; "controller": uploaded (the bed's own inventories, air-gapped
+# sites). Set by --install-source.
+INSTALL_SOURCE = "mirror"
 
 _t0 = time.monotonic()
 
@@ -136,7 +143,15 @@ class Run:
 
 
 def inventory(bed: tb.Bed) -> Path:
-    return bed.inventory_ssh if CONNECTOR == "ssh" else bed.inventory_docker
+    """The bed's inventory for CONNECTOR; with INSTALL_SOURCE "mirror", a copy whose hosts
+    download the tarballs from the bed's HTTP mirror."""
+    if INSTALL_SOURCE == "controller":
+        return bed.inventory_ssh if CONNECTOR == "ssh" else bed.inventory_docker
+    return tb.write_inventory(
+        tb.STATE_DIR / f"inventory_bench_{CONNECTOR}.py",
+        CONNECTOR,
+        data={"install_source": "mirror", "install_mirror_url": bed.mirror_url},
+    )
 
 
 def limit_name(bed: tb.Bed, node: str) -> str:
@@ -522,7 +537,10 @@ def report(results: dict[str, Any]) -> str:
             f"{len(iss['hosts'])} | {len(iss['bursts'])} | {iss['per_second']:.1f} cert/s "
             f"(tokens alone {iss['mint_per_second']:.1f}/s) | - | - | - | - |"
         )
-    head = f"Connector: {results['connector']}; {results['cpus']} CPUs."
+    head = (
+        f"Connector: {results['connector']}; install source: {results['install_source']}; "
+        f"{results['cpus']} CPUs."
+    )
     out = ["", head, "", *rows, "", "Where the time goes, last no-change re-run of 4 hosts:"]
     out += where_time_goes(last)
     out.append("Where the time goes, last fresh deploy of 4 hosts:")
@@ -567,11 +585,18 @@ def main(argv: list[str] | None = None) -> int:
         default="docker",
         help="reach the hosts with docker exec (default, as the e2e tests) or over SSH",
     )
+    parser.add_argument(
+        "--install-source",
+        choices=("mirror", "controller"),
+        default="mirror",
+        help="hosts download step/step-ca over HTTP (default, like install_source "
+        '"github") or get them uploaded from the controller',
+    )
     if argv is None:  # `make bench BENCH_ARGS="--quick --json out.json"`
         argv = sys.argv[1:] + shlex.split(os.environ.get("BENCH_ARGS", ""))
     args = parser.parse_args(argv)
-    global CONNECTOR
-    CONNECTOR = args.connector
+    global CONNECTOR, INSTALL_SOURCE
+    CONNECTOR, INSTALL_SOURCE = args.connector, args.install_source
     quick = args.quick
     fresh_runs = args.fresh_runs or (1 if quick else 3)
     reruns = args.reruns or (3 if quick else 5)
@@ -581,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
 
     progress(
         f"instance {tb.BED.name!r} (containers {tb.BED.prefix}...), logs in {log_dir()}; "
-        f"{'quick' if quick else 'full'} run, {CONNECTOR} connector"
+        f"{'quick' if quick else 'full'} run, {CONNECTOR} connector, "
+        f"install source {INSTALL_SOURCE}"
     )
     results: dict[str, Any] = {
         "instance": tb.BED.name,
@@ -589,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": os.cpu_count(),
         "connector": CONNECTOR,
+        "install_source": INSTALL_SOURCE,
         "load_before": os.getloadavg(),
         "scaling": [],
     }
