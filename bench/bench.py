@@ -71,6 +71,7 @@ RUNNER = REPO / "bench" / "pyinfra_timed.py"
 DEPLOY = "deploy.py"
 SETTINGS = runpy.run_path(str(REPO / "group_data" / "all.py"))
 BURST_HOSTS = ("etcd-k8s-2", "etcd-k8s-3", "app-server")
+BASE_NODES = ("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3", "app-server")  # the 4-host cluster
 NEW_MEMBER = "etcd-k8s-4"
 CA_NODE = "etcd-k8s-1"  # the test bed's active cert-manager
 # Targets from issue 8 (this 2-core machine).
@@ -142,16 +143,18 @@ class Run:
         return data
 
 
-def inventory(bed: tb.Bed) -> Path:
+def inventory(bed: tb.Bed, only_base: bool = False) -> Path:
     """The bed's inventory for CONNECTOR; with INSTALL_SOURCE "mirror", a copy whose hosts
-    download the tarballs from the bed's HTTP mirror."""
-    if INSTALL_SOURCE == "controller":
+    download the tarballs from the bed's HTTP mirror. ``only_base``: the 4 hosts of the
+    base cluster alone (a 4-host re-run on a larger bed)."""
+    if INSTALL_SOURCE == "controller" and not only_base:
         return bed.inventory_ssh if CONNECTOR == "ssh" else bed.inventory_docker
-    return tb.write_inventory(
-        tb.STATE_DIR / f"inventory_bench_{CONNECTOR}.py",
-        CONNECTOR,
-        data={"install_source": "mirror", "install_mirror_url": bed.mirror_url},
-    )
+    data = {}
+    if INSTALL_SOURCE == "mirror":
+        data = {"install_source": "mirror", "install_mirror_url": bed.mirror_url}
+    nodes = [n for n in tb.running_nodes() if not only_base or n.name in BASE_NODES]
+    name = f"inventory_bench_{CONNECTOR}{'_base' if only_base else ''}.py"
+    return tb.write_inventory(tb.STATE_DIR / name, CONNECTOR, nodes=nodes, data=data)
 
 
 def limit_name(bed: tb.Bed, node: str) -> str:
@@ -285,17 +288,43 @@ def deploy_n(
 
 
 def fresh_and_reruns(clients: int, fresh_runs: int, reruns: int) -> dict[str, Any]:
-    """`clients` extra app-client hosts besides app-server; fresh deploys, then re-runs."""
+    """`clients` extra app-client hosts besides app-server; fresh deploys, then re-runs.
+
+    With clients, every run is paired with a 4-host run made just before it (a fresh
+    deploy on new containers; a re-run of the base hosts alone on the same bed): the
+    ratio to 4 hosts then compares runs made under the same machine conditions (this
+    VM's speed drifts by tens of percent within minutes)."""
     hosts = 4 + clients
-    fresh = []
+    fresh, fresh_ref = [], []
     for i in range(1, fresh_runs + 1):
+        if clients:
+            progress(f"{hosts} hosts: 4-host reference first ({i}/{fresh_runs})")
+            bed = new_bed(0)
+            fresh_ref += deploy_n(
+                inventory(bed), f"ref-fresh-4h-{hosts}h-{i}", 1, quiet_change=True
+            )
         progress(f"{hosts} hosts: new containers ({i}/{fresh_runs})")
         bed = new_bed(clients)
         progress(f"{hosts} hosts: fresh deploy ({i}/{fresh_runs})")
         fresh += deploy_n(inventory(bed), f"fresh-{hosts}h-{i}", 1, quiet_change=True)
     progress(f"{hosts} hosts: no-change re-runs")
-    again = deploy_n(inventory(bed), f"rerun-{hosts}h", reruns)
-    return {"hosts": hosts, "fresh": fresh, "rerun": again}
+    again, again_ref = [], []
+    for i in range(1, reruns + 1):
+        if clients:
+            again_ref += deploy_n(inventory(bed, only_base=True), f"ref-rerun-4h-{hosts}h-{i}", 1)
+        again += deploy_n(inventory(bed), f"rerun-{hosts}h-{i}", 1)
+    return {
+        "hosts": hosts,
+        "fresh": fresh,
+        "rerun": again,
+        "fresh_ref": fresh_ref,
+        "rerun_ref": again_ref,
+    }
+
+
+def paired_ratio(runs: list[Run], refs: list[Run]) -> float:
+    """Median over pairs of (run's wall time / its 4-host reference's wall time)."""
+    return median([run.wall / ref.wall for run, ref in zip(runs, refs, strict=True)])
 
 
 def new_bed(clients: int) -> tb.Bed:
@@ -517,16 +546,22 @@ def report(results: dict[str, Any]) -> str:
         hosts = scale["hosts"]
         fs = median([r.wall for r in scale["fresh"]])
         rs = median([r.wall for r in scale["rerun"]])
+        fx = paired_ratio(scale["fresh"], scale["fresh_ref"])
+        rx = paired_ratio(scale["rerun"], scale["rerun_ref"])
+        f_ref = median([r.wall for r in scale["fresh_ref"]])
+        r_ref = median([r.wall for r in scale["rerun_ref"]])
         most = max(max(r.commands.values()) for r in scale["rerun"])
         rows.append(
-            f"| fresh deploy | {hosts} | {len(scale['fresh'])} | {fs:.1f} s | {fs / f4:.2f} | "
-            f"{commands_text(scale['fresh'][-1])} | {cpu_text(scale['fresh'][-1])} | "
-            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(fs / f4 <= TARGET_SCALE_RATIO)} |"
+            f"| fresh deploy | {hosts} | {len(scale['fresh'])} | {fs:.1f} s (4 hosts "
+            f"{f_ref:.1f} s) | {fx:.2f} | {commands_text(scale['fresh'][-1])} | "
+            f"{cpu_text(scale['fresh'][-1])} | "
+            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(fx <= TARGET_SCALE_RATIO)} |"
         )
         rows.append(
-            f"| no-change re-run | {hosts} | {len(scale['rerun'])} | {rs:.1f} s | {rs / r4:.2f} | "
-            f"{commands_text(scale['rerun'][-1])} | {cpu_text(scale['rerun'][-1])} | "
-            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(rs / r4 <= TARGET_SCALE_RATIO)}, "
+            f"| no-change re-run | {hosts} | {len(scale['rerun'])} | {rs:.1f} s (4 hosts "
+            f"{r_ref:.1f} s) | {rx:.2f} | {commands_text(scale['rerun'][-1])} | "
+            f"{cpu_text(scale['rerun'][-1])} | "
+            f"<= {TARGET_SCALE_RATIO:.0f}x {mark(rx <= TARGET_SCALE_RATIO)}, "
             f"<= {TARGET_COMMANDS} cmds {mark(most <= TARGET_COMMANDS)} |"
         )
     if results.get("issuance"):

@@ -106,19 +106,21 @@ def test_a_replaced_step_ca_binary_is_put_into_service(bed):
     assert "Smallstep CA/0.0.1" in sh(ca, "/opt/bin/step-ca version")
     sh(ca, "systemctl restart step-ca")
     old_pid = sh(ca, "systemctl show -p MainPID --value step-ca").strip()
-    # The wrapper exec's the old binary: the running process shows it as argv[0].
-    # (Read once systemd has exec'd it: until then the process is "(step-ca)".)
+    # The wrapper exec's the old binary: the running process shows it as argv[0]. The
+    # process is "(step-ca)" until systemd exec's, then "/bin/sh" running the wrapper
+    # until that exec's: poll (5 s at most) for the expected name, then print the last.
     argv0 = (
-        "for i in $(seq 1 50); do a=$(tr '\\0' '\\n' < /proc/{}/cmdline | head -n1); "
-        '[ "$a" = "(step-ca)" ] || break; sleep 0.1; done; echo "$a"'
+        "for i in $(seq 1 50); do a=$(tr '\\0' '\\n' < /proc/{pid}/cmdline | head -n1); "
+        '[ "$a" = {want} ] && break; sleep 0.1; done; echo "$a"'
     )
-    assert sh(ca, argv0.format(old_pid)).strip() == "/opt/bin/step-ca.real"
+    real = "/opt/bin/step-ca.real"
+    assert sh(ca, argv0.format(pid=old_pid, want=real)).strip() == real
     run = deploy(bed.inventory_docker)
     assert run.rc == 0, run.output[-3000:]
     assert "Restart step-ca (binary 0.0.1 -> " in run.output
     pid = sh(ca, "systemctl show -p MainPID --value step-ca").strip()
     assert pid not in ("0", old_pid)
-    assert sh(ca, argv0.format(pid)).strip() == "/opt/bin/step-ca"
+    assert sh(ca, argv0.format(pid=pid, want="/opt/bin/step-ca")).strip() == "/opt/bin/step-ca"
     assert bed.versions["step-ca"] in sh(ca, "/opt/bin/step-ca version")
     sh(ca, "rm -f /opt/bin/step-ca.real")
     again = deploy(bed.inventory_docker)
