@@ -16,7 +16,8 @@ with the default `install_source`, unless `--install-source controller` uploads 
   `--limit @docker/<container>` (commands on other hosts, e.g. token minting on the CA,
   are counted for those hosts);
 * scaling: 3 etcd members plus 8 and 24 client hosts (11 and 27 hosts; the 1-client case
-  is the 4-host cluster): fresh deploy and re-run, and the ratio to the 4-host case;
+  is the 4-host cluster): fresh deploy and re-run, and the ratio to the 4-host case,
+  each run against a 4-host run made just before it (the machine's speed drifts);
 * step-ca issuance rate: from 3 hosts at once, 20 token+certificate requests each. The
   tokens are minted on the CA node as the deploy mints them (`tasks.certs.mint_command`,
   one command per host) and piped straight into `step ca certificate` on the requesting host
