@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import runpy
 from pathlib import Path
 
 import pytest
 
 from etcd_pki.plan import CERT_MANAGERS, CLIENTS, ETCD, HostInput
+from tests import testbed as tb
 
 ALL_PY = Path(__file__).resolve().parents[2] / "group_data" / "all.py"
 
@@ -33,3 +35,19 @@ def seed_hosts(defaults: dict, **overrides) -> list[HostInput]:
         HostInput(name, frozenset(groups), {**defaults, "address": ip, **overrides.get(name, {})})
         for name, (groups, ip) in layout.items()
     ]
+
+
+def make_tarball(path: Path, binaries) -> str:
+    """An etcd-release-shaped tarball at ``path`` whose each binary prints "new NAME";
+    returns its sha256."""
+    data = tb.reproducible_tarball(
+        "etcd-v3.5.16-linux-amd64",
+        [(name, f"#!/bin/sh\necho new {name}\n".encode()) for name in binaries],
+    )
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def contents(directory: Path) -> dict[str, str]:
+    """Every file in ``directory``: name -> text."""
+    return {p.name: p.read_text() for p in sorted(directory.iterdir())}

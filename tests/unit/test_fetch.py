@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasks.install import _fetch_command, _install_command, one_command
-from tests import testbed as tb
+
+from .conftest import contents, make_tarball
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="install -o root needs root")
 
@@ -45,12 +46,8 @@ def site(tmp_path: Path) -> dict[str, Path]:
         (paths["bin"] / name).write_text(f"old {name}\n")
     for tool in TOOLS:
         (paths["path"] / tool).symlink_to(shutil.which(tool))
-    data = tb.reproducible_tarball(
-        "etcd-v3.5.16-linux-amd64",
-        [(name, f"#!/bin/sh\necho new {name}\n".encode()) for name in BINARIES],
-    )
     paths["served"] = tmp_path / "served.tar.gz"
-    paths["served"].write_bytes(data)
+    make_tarball(paths["served"], BINARIES)
     paths["calls"] = tmp_path / "calls"
     paths["calls"].touch()
     return paths
@@ -76,16 +73,12 @@ def run(site: dict[str, Path], sha256: str | None = None) -> subprocess.Complete
     )
 
 
-def binaries(site: dict[str, Path]) -> dict[str, str]:
-    return {name: (site["bin"] / name).read_text() for name in BINARIES}
-
-
 def test_curl_downloads_then_the_binaries_are_installed(site):
     with_downloader(site, "curl", "wget")
     result = run(site)
     assert result.returncode == 0, result.stderr
     assert site["calls"].read_text() == f"curl {URL}\n"
-    assert binaries(site) == {n: f"#!/bin/sh\necho new {n}\n" for n in BINARIES}
+    assert contents(site["bin"]) == {n: f"#!/bin/sh\necho new {n}\n" for n in BINARIES}
     assert sorted(p.name for p in site["cache"].iterdir()) == ["etcd.tar.gz"]
 
 
@@ -94,7 +87,7 @@ def test_wget_is_used_when_curl_is_missing(site):
     result = run(site)
     assert result.returncode == 0, result.stderr
     assert site["calls"].read_text() == f"wget {URL}\n"
-    assert binaries(site)["etcd"] == "#!/bin/sh\necho new etcd\n"
+    assert contents(site["bin"])["etcd"] == "#!/bin/sh\necho new etcd\n"
 
 
 def test_without_curl_or_wget_the_error_says_so_and_nothing_changes(site):
@@ -102,7 +95,7 @@ def test_without_curl_or_wget_the_error_says_so_and_nothing_changes(site):
     assert result.returncode != 0
     assert "neither curl nor wget is installed" in result.stderr
     assert f"cannot download {URL}; etcd, etcdctl left unchanged" in result.stderr
-    assert binaries(site) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
+    assert contents(site["bin"]) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
     assert list(site["cache"].iterdir()) == []
 
 
@@ -114,7 +107,7 @@ def test_a_failed_download_names_the_url_and_leaves_no_file(site):
     assert "(22) 404 Not Found" in result.stderr
     assert f"cannot download {URL}; etcd, etcdctl left unchanged" in result.stderr
     assert list(site["cache"].iterdir()) == []
-    assert binaries(site) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
+    assert contents(site["bin"]) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
 
 
 def test_a_good_tarball_in_the_cache_is_not_downloaded_again(site):
@@ -123,7 +116,7 @@ def test_a_good_tarball_in_the_cache_is_not_downloaded_again(site):
     result = run(site)
     assert result.returncode == 0, result.stderr
     assert site["calls"].read_text() == ""
-    assert binaries(site)["etcdctl"] == "#!/bin/sh\necho new etcdctl\n"
+    assert contents(site["bin"])["etcdctl"] == "#!/bin/sh\necho new etcdctl\n"
 
 
 def test_a_bad_tarball_in_the_cache_is_replaced_by_a_download(site):
@@ -140,5 +133,5 @@ def test_a_served_tarball_of_another_digest_is_refused_and_deleted(site):
     result = run(site, sha256="0" * 64)
     assert result.returncode != 0
     assert "sha256 mismatch for" in result.stderr
-    assert binaries(site) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
+    assert contents(site["bin"]) == {"etcd": "old etcd\n", "etcdctl": "old etcdctl\n"}
     assert list(site["cache"].iterdir()) == []

@@ -3,7 +3,6 @@ verify-then-install command run for real on a local tarball."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import subprocess
@@ -21,6 +20,8 @@ from etcd_pki.release import (
 from facts.pki import EtcdVersions
 from tasks.install import _install_command
 from tests import testbed as tb
+
+from .conftest import contents, make_tarball
 
 
 def test_etcd_release_names_follow_the_official_layout():
@@ -83,15 +84,6 @@ def test_testbed_tarball_is_reproducible_with_the_official_top_dir():
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="install -o root needs root")
 
 
-def make_tarball(path, binaries):
-    data = tb.reproducible_tarball(
-        "etcd-v3.5.16-linux-amd64",
-        [(name, f"#!/bin/sh\necho new {name}\n".encode()) for name in binaries],
-    )
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
-
-
 def run_install(tmp_path, tarball, sha256, optional=("etcdutl",)):
     command = _install_command(
         str(tarball), sha256, ("etcd", "etcdctl"), str(tmp_path / "bin"), optional
@@ -108,10 +100,6 @@ def bin_dir(tmp_path):
     for name in ("etcd", "etcdctl"):
         (path / name).write_text(f"old {name}\n")
     return path
-
-
-def contents(bin_dir):
-    return {p.name: p.read_text() for p in sorted(bin_dir.iterdir())}
 
 
 @needs_root
