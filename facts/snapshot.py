@@ -82,6 +82,7 @@ class Snapshot:
     contents: dict[str, str | None] = field(default_factory=dict)
     running: dict[str, bool] = field(default_factory=dict)
     enabled: dict[str, bool] = field(default_factory=dict)
+    load_state: dict[str, str] = field(default_factory=dict)  # systemd LoadState
     found: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # regular files
     found_dirs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     passwd: dict[str, list[str]] = field(default_factory=dict)  # name -> passwd fields
@@ -163,6 +164,11 @@ class Snapshot:
             return False
         return self.running[unit] == running and self.enabled.get(unit, False) == enabled
 
+    def unit_not_loaded(self, unit: str) -> bool:
+        """systemd had no ``unit`` loaded (LoadState not-found): a unit file written for it
+        now is read when the unit is first used, with no daemon-reload."""
+        return unit in self.want.units and self.load_state.get(unit) == "not-found"
+
 
 class HostSnapshot(FactBase):
     """The raw output for a `Want`; `parse(output, want)` turns it into a `Snapshot`.
@@ -211,7 +217,7 @@ class HostSnapshot(FactBase):
             parts += [
                 "echo '==> units'",
                 "command -v systemctl >/dev/null && systemctl show --all --property Id "
-                f"--property SubState --property UnitFileState {units}",
+                f"--property LoadState --property SubState --property UnitFileState {units}",
             ]
         for key, command in sorted(want.commands):
             # A subshell: an `exit` in the command ends only its own part. Captured, so
@@ -296,5 +302,6 @@ def parse(output: Iterable[str], want: Want) -> Snapshot:
                     unit = block["Id"]
                     snap.running[unit] = block.get("SubState") in RUNNING_STATES
                     snap.enabled[unit] = block.get("UnitFileState") in ENABLED_STATES
+                    snap.load_state[unit] = block.get("LoadState", "")
                     block = {}
     return snap

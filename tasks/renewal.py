@@ -24,8 +24,11 @@ def _units(me: HostPlan) -> list[tuple[CertSpec, str, str]]:
 @reads
 def _reads(me: HostPlan) -> Want:
     paths = [path for _, path, _ in _units(me)]
-    timers = [f"{cert.unit}.timer" for cert in me.certs]
-    return Want.of(stat=paths, sha1=paths, units=timers, finds={STALE})
+    return Want.of(stat=paths, sha1=paths, units=map(_unit_name, paths), finds={STALE})
+
+
+def _unit_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def unit_data(me: HostPlan, cert: CertSpec) -> dict:
@@ -70,7 +73,7 @@ def renewal_units() -> None:
             written.append((dest, text, "644"))
     stale = sorted(set(before.found[STALE]) - set(paths))
     for timer in (p for p in stale if p.endswith(".timer")):
-        name = timer.rsplit("/", 1)[-1]
+        name = _unit_name(timer)
         server.shell(
             name=f"Stop and disable {name} (certificate no longer planned)",
             commands=[f"systemctl disable --now {name} || true"],
@@ -79,12 +82,17 @@ def renewal_units() -> None:
         files.file(name=f"Remove {path}", path=path, present=False)
 
     idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
+    # New units (a new host, a new certificate) need no daemon-reload: systemd reads a
+    # unit file it has not loaded when the unit is first used.
+    reload = bool(stale) or any(
+        not before.unit_not_loaded(_unit_name(dest)) for dest, _, _ in written
+    )
     if written or stale or idle:
-        # Unit files, daemon-reload and enabling in one command.
+        # Unit files, daemon-reload if needed, and enabling in one command.
         batch.steps(
             name=f"Renewal units in {UNIT_DIR}, timers enabled and active",
             commands=[
                 batch.write_files_command(written),
-                batch.units_enabled_command(idle, daemon_reload=bool(written or stale)),
+                batch.units_enabled_command(idle, daemon_reload=reload),
             ],
         )

@@ -50,6 +50,24 @@ def test_fresh_deploy_succeeds(fresh_cluster):
     assert first.changed > 0
 
 
+def test_units_are_enabled_active_and_need_no_reload(fresh_cluster):
+    # The deploy enables units without systemd's daemon-reload where none is needed;
+    # systemd must still have each of them as on disk (NeedDaemonReload=no).
+    for host in ALL_HOSTS:
+        units = [f"step-renew-{name}.timer" for name in certs_of(host)]
+        if host in ETCD_HOSTS:
+            units.append("etcd.service")
+        if host == "etcd-k8s-1":
+            units.append("step-ca.service")
+        for unit in units:
+            state = sh(host, f"systemctl show -p UnitFileState,ActiveState,NeedDaemonReload {unit}")
+            assert sorted(state.split()) == [
+                "ActiveState=active",
+                "NeedDaemonReload=no",
+                "UnitFileState=enabled",
+            ], f"{host} {unit}: {state}"
+
+
 def test_every_chain_verifies_against_the_root_with_openssl(fresh_cluster):
     for host in ALL_HOSTS:
         for name in certs_of(host):

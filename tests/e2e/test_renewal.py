@@ -87,6 +87,13 @@ def test_units_pass_systemd_analyze_and_timers_are_scheduled(short_lived):
             line = next(x for x in timers.splitlines() if f"step-renew-{host}-{kind}.timer" in x)
             assert not line.startswith("-"), f"{host}: timer without a next run: {line}"
         assert sh(host, f"systemctl is-enabled step-renew-{host}-client.timer").strip() == "enabled"
+        # Enabled without a daemon-reload where none was needed: systemd has every unit
+        # as on disk (no warning to reload on `systemctl status`).
+        units = [f"step-renew-{host}-{k}.{sfx}" for k in kinds for sfx in ("service", "timer")]
+        reload = sh(
+            host, f"systemctl show -p NeedDaemonReload --value {' '.join(units)} timers.target"
+        )
+        assert reload.split() == ["no"] * (len(units) + 1), f"{host}: {reload}"
         timer = sh(host, f"cat /etc/systemd/system/step-renew-{host}-client.timer")
         assert "OnCalendar=*-*-* 03:00:00" in timer and "Persistent=true" in timer
 

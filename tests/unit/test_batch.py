@@ -71,3 +71,44 @@ def test_empty_builders_make_no_command():
         batch.units_enabled_command(["a.timer", "b.timer"], daemon_reload=True)
         == "systemctl enable --now a.timer b.timer"
     )
+
+
+# A fake `systemctl`: logs its arguments to $CALLS; fails `start` while $START_FAILS
+# exists (as an older systemd that does not read a unit file it has not loaded).
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$CALLS"
+case "$*" in start*) [ ! -e "$START_FAILS" ] || { echo "Unit $2 not found." >&2; exit 5; };; esac
+"""
+
+
+def run_with_fake_systemctl(tmp_path, command: str, start_fails: bool) -> tuple[int, list[str]]:
+    bindir, calls = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bindir / "systemctl").chmod(0o755)
+    calls.touch()
+    if start_fails:
+        (tmp_path / "start-fails").touch()
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "CALLS": str(calls),
+        "START_FAILS": str(tmp_path / "start-fails"),
+    }
+    proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, check=False)
+    return proc.returncode, calls.read_text().splitlines()
+
+
+def test_units_enabled_without_reload_makes_links_then_starts(tmp_path):
+    rc, calls = run_with_fake_systemctl(
+        tmp_path, batch.units_enabled_command(["a.timer", "b.timer"]), start_fails=False
+    )
+    assert rc == 0
+    assert calls == ["--root=/ enable a.timer b.timer", "start a.timer b.timer"]
+
+
+def test_units_enabled_falls_back_to_a_reloading_enable_when_start_fails(tmp_path):
+    rc, calls = run_with_fake_systemctl(
+        tmp_path, batch.units_enabled_command(["a.timer"]), start_fails=True
+    )
+    assert rc == 0
+    assert calls == ["--root=/ enable a.timer", "start a.timer", "enable --now a.timer"]

@@ -38,6 +38,7 @@ def output() -> list[str]:
         "d /etc/systemd/system/step-renew-a.timer.d",
         "==> units",
         "Id=etcd.service",
+        "LoadState=loaded",
         "SubState=running",
         "UnitFileState=enabled",
         "",
@@ -46,6 +47,7 @@ def output() -> list[str]:
         "Id=step-renew-a.timer",
         "",
         "Id=gone.timer",
+        "LoadState=not-found",
         "SubState=dead",
         "UnitFileState=",
     ]
@@ -91,6 +93,11 @@ def test_units_and_find():
     assert snap.unit_is("step-renew-a.timer", running=True, enabled=True)  # waiting = running
     assert not snap.unit_is("gone.timer", running=True, enabled=True)
     assert snap.unit_is("gone.timer", running=False, enabled=False)
+    # Only a unit systemd reported as not-found counts as never loaded.
+    assert snap.unit_not_loaded("gone.timer")
+    assert not snap.unit_not_loaded("etcd.service")
+    assert not snap.unit_not_loaded("step-renew-a.timer")  # no LoadState in its block
+    assert not parse(output(), Want()).unit_not_loaded("gone.timer")  # not asked for
     assert snap.found[("/etc/systemd/system", "step-renew-*")] == [
         "/etc/systemd/system/step-renew-a.service",
         "/etc/systemd/system/step-renew-a.timer",
