@@ -139,8 +139,9 @@ def encrypt_command(
         # On failure the trap starts it again; on success the script does, so that a
         # CA that does not come back makes the backup fail loudly. reset-failed first:
         # a deliberate restart must not count towards the unit's crash-loop start limit
-        # (StartLimitBurst), or a few backups in a row leave the CA stopped.
-        start = f"systemctl reset-failed {svc} 2>/dev/null; systemctl start {svc}"
+        # (StartLimitBurst), or a few backups in a row leave the CA stopped. It fails for
+        # a unit systemd has unloaded once stopped (nothing else references it): ignored.
+        start = f"systemctl reset-failed {svc} 2>/dev/null || true; systemctl start {svc}"
         restart = f'; [ "$restart" = 0 ] || {{ {start}; }}'
         start_again = f'; if [ "$restart" = 1 ]; then restart=0; {start}; fi'
         db = (

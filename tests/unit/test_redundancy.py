@@ -223,13 +223,15 @@ def test_encrypt_command_archives_exactly_the_material(tmp_path, monkeypatch):
     assert "secrets/password is missing" in result.stderr
 
 
-def _fake_systemctl(tmp_path, active: bool) -> Path:
-    """A `systemctl` on PATH that logs its arguments (is-active answers ``active``)."""
+def _fake_systemctl(tmp_path, active: bool, unloaded: bool = False) -> Path:
+    """A `systemctl` on PATH that logs its arguments (is-active answers ``active``;
+    ``unloaded``: reset-failed fails, as for a unit systemd unloaded once stopped)."""
     log = tmp_path / "systemctl.log"
     script = tmp_path / "bin" / "systemctl"
     script.parent.mkdir(exist_ok=True)
     script.write_text(
         f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" != is-active ] || exit {0 if active else 3}\n'
+        f'[ "$1" != reset-failed ] || exit {1 if unloaded else 0}\n'
     )
     script.chmod(0o755)
     return log
@@ -261,6 +263,22 @@ def test_backup_archives_the_database_with_step_ca_stopped_meanwhile(tmp_path, m
     result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env)
     assert result.returncode != 0
     assert log.read_text().splitlines()[-1] == "start step-ca.service"
+
+
+def test_backup_starts_step_ca_again_when_systemd_unloaded_it(tmp_path, monkeypatch):
+    ca = tmp_path / "ca"
+    _material(ca)
+    (ca / "db").mkdir()
+    env = _fake_age(tmp_path)
+    log = _fake_systemctl(tmp_path, active=True, unloaded=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cmd = encrypt_command(str(ca), MATERIAL, ["age1x"], db_service="step-ca.service")
+    result = subprocess.run(["sh", "-c", cmd.replace("/run/", f"{tmp_path}/")], env=env)
+    assert result.returncode == 0
+    assert log.read_text().splitlines()[-2:] == [
+        "reset-failed step-ca.service",
+        "start step-ca.service",
+    ]
 
 
 def test_backup_of_a_stopped_ca_leaves_it_stopped(tmp_path, monkeypatch):
