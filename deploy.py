@@ -12,13 +12,14 @@ Phases, in order, each one module in tasks/:
   trust the CA on every host        tasks/bootstrap.py
   issue certificates                tasks/certs.py
   renewal services and timers       tasks/renewal.py
+  (the three at once on a new host) tasks/certs.py
   etcd with mutual TLS              tasks/etcd.py
 Every phase is idempotent: a second run changes nothing.
 """
 
 from tasks.bootstrap import trust_ca
 from tasks.ca import init_ca
-from tasks.certs import issue_certificates
+from tasks.certs import first_certificates, is_new_host, issue_certificates
 from tasks.common import get_plan, this_host
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
@@ -47,9 +48,12 @@ else:
     retire_ca_material()  # a former cert-manager keeps no CA keys
 if me.is_cert_manager and get_plan().standbys:
     copy_ca_material()  # one operation on all cert-managers: runs after init_ca
-trust_ca()
-issue_certificates()
-renewal_units()
+if is_new_host():  # none of its certificates yet: the three below in one command
+    first_certificates()
+else:
+    trust_ca()
+    issue_certificates()
+    renewal_units()
 if me.is_etcd:
     configure_etcd()
     report_health()

@@ -65,28 +65,29 @@ def write_files_command(
 
 
 def units_enabled_command(units: Sequence[str], daemon_reload: bool = False) -> str:
-    if not units:
-        return "systemctl daemon-reload" if daemon_reload else ""
-    names = " ".join(_q(u) for u in units)
-    if daemon_reload:
+    if units:
         # `systemctl enable` reloads the manager's configuration itself before --now
         # starts anything (systemctl(1)); a second reload would only cost time.
-        return f"systemctl enable --now {names}"
-    # No unit file that systemd has loaded changed, so no reload: a unit file systemd has
-    # not loaded yet is read when the unit is started. An older systemd that does not
-    # read it then: the usual way.
+        return f"systemctl enable --now {' '.join(_q(u) for u in units)}"
+    return "systemctl daemon-reload" if daemon_reload else ""
+
+
+def timers_enabled_command(timers: Sequence[str]) -> str:
+    """Enable and start ``timers`` whose unit files systemd has not loaded (new) or has
+    loaded as they are, without the daemon-reload of `systemctl enable` (it reruns every
+    generator and re-reads every unit: ~0.25 s of CPU per host).
+
+    `--root=/` makes the [Install] links on the file system without asking systemd
+    (which would reload, or else mark every unit NeedDaemonReload); `start` then reads a
+    new unit file. systemd learns of the links at its next reload or boot: until then
+    timers.target does not list these timers, which only matters when it starts (boot).
+    An older systemd that does not read a new unit file on `start`: the usual way.
+    """
+    names = " ".join(_q(t) for t in timers)
     return (
-        f"{{ {enable_links_command(units)} && systemctl start {names}; }} "
+        f"{{ systemctl --root=/ enable {names} && systemctl start {names}; }} "
         f"|| systemctl enable --now {names}"
     )
-
-
-def enable_links_command(units: Sequence[str]) -> str:
-    """`systemctl enable` without its daemon-reload (which reruns every generator and
-    re-reads every unit: ~0.25 s of CPU per host). `--root=/` makes the [Install] links
-    on the file system without asking systemd, which would reload, or else mark every
-    unit NeedDaemonReload."""
-    return f"systemctl --root=/ enable {' '.join(_q(u) for u in units)}"
 
 
 # --- operations ---------------------------------------------------------------------
@@ -168,7 +169,7 @@ def units_enabled(units: Sequence[str], daemon_reload: bool = False):
     """Enable and start systemd ``units``; reload systemd's unit files first if asked.
 
     + units: units to enable and start (already enabled and running ones are left so)
-    + daemon_reload: a unit file systemd had loaded was written or removed: reload
+    + daemon_reload: unit files were written: reload them (enabling does it anyway)
 
     .. code:: python
 

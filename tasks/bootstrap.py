@@ -59,6 +59,39 @@ def _bootstrap_state() -> tuple[bool, bool]:
     return found[root_path] != root, step_stale
 
 
+def trust_commands(me: HostPlan) -> list[str]:
+    """What differs from trusting the active CA, as commands; none when all is in place.
+
+    Call at execute time: the CA may be new in this run.
+    """
+    plan = get_plan()
+    s = me.settings
+    root_path, _, links = _paths(me)
+    before = snapshot(_reads(me))
+    root_stale, step_stale = _bootstrap_state()
+    root = ca_root_pem()
+    todo = []
+    if not before.is_directory(s.ssl_dir, mode="755"):
+        todo.append(batch.directories_command({s.ssl_dir: "755"}))
+    if root_stale:
+        todo.append(batch.write_files_command([(root_path, root, "644")]))
+    wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
+    if wrong:
+        todo.append(batch.links_command(wrong))
+    if step_stale:
+        install = " --install" if s.install_root_in_trust_store else ""
+        todo.append(
+            f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
+            f"--fingerprint {fingerprint(root)} --force{install}"
+        )
+    return todo
+
+
+def trust_name(me: HostPlan) -> str:
+    plan = get_plan()
+    return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
+
+
 @deploy("Trust the CA")
 def trust_ca() -> None:
     """Install the root certificate and point `step` at the active CA by fingerprint.
@@ -69,38 +102,17 @@ def trust_ca() -> None:
 
         trust_ca()
     """
-    plan = get_plan()
     me = this_host()
-    s = me.settings
-    root_path, _, links = _paths(me)
-    before = snapshot(_reads(me))
-    wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
-    install = " --install" if s.install_root_in_trust_store else ""
     found: list[list[str]] = []  # worked out once, when the check runs
 
     def commands() -> list[str]:
-        """What differs, as commands (at execute time: the CA may be new in this run)."""
         if not found:
-            root_stale, step_stale = _bootstrap_state()
-            root = ca_root_pem()
-            todo = []
-            if not before.is_directory(s.ssl_dir, mode="755"):
-                todo.append(batch.directories_command({s.ssl_dir: "755"}))
-            if root_stale:
-                todo.append(batch.write_files_command([(root_path, root, "644")]))
-            if wrong:
-                todo.append(batch.links_command(wrong))
-            if step_stale:
-                todo.append(
-                    f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
-                    f"--fingerprint {fingerprint(root)} --force{install}"
-                )
-            found.append(todo)
+            found.append(trust_commands(me))
         return found[0]
 
     # Directory, root certificate, links and `step ca bootstrap`: one command, and
     # none when all is in place.
-    name = f"{root_path} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
+    name = trust_name(me)
     call(
         f"Trust the CA: {name}",
         lambda: batch.steps(name=name, commands=commands()),

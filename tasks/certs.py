@@ -22,6 +22,7 @@ from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Want
+from tasks.bootstrap import trust_commands, trust_name
 from tasks.common import (
     ca_root_pem,
     call,
@@ -35,6 +36,7 @@ from tasks.common import (
     spawn_in_context,
     this_host,
 )
+from tasks.renewal import renewal_units, units_command
 
 KEY_FLAGS = {
     "EC": "--kty EC --curve P-256",
@@ -298,3 +300,51 @@ def issue_certificates() -> None:
         # `step` is new here: decided at execute time.
         check_now=(step_ready or none_there) and decided_before_run(me),
     )
+
+
+def is_new_host() -> bool:
+    """This host has none of its certificates (nor a temp dir of an interrupted issuance)
+    before the run: all of them are issued (see `first_certificates`)."""
+    me = this_host()
+    if not me.certs:
+        return False
+    before = snapshot(_reads(me))
+    return not before.found_dirs[_interrupted(me)] and all(
+        before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs
+    )
+
+
+@deploy("Certificates of a new host")
+def first_certificates() -> None:
+    """What `trust_ca`, `issue_certificates` and `renewal_units` do on a host that has none
+    of its certificates, in one command: trust the CA, issue every certificate, write and
+    enable the renewal units (two round trips fewer per new host).
+
+    .. code:: python
+
+        if is_new_host():
+            first_certificates()
+    """
+    plan = get_plan()
+    me = this_host()
+    certs = list(me.certs)
+    renewal = units_command(me)  # None: stale units to remove first, by renewal_units
+
+    def apply() -> None:
+        trust = " && ".join(trust_commands(me))
+        # `set -e` does not stop a failing && list: each list exits by itself. The
+        # renewal units are written with the default umask (the issuance sets 077).
+        steps = [
+            f"{{ {trust}; }} </dev/null || exit 1" if trust else "",
+            issue_command(me, certs, plan.ca_url),  # under `set -e`, reads the tokens
+            f"{{ umask 022 && {renewal}; }} </dev/null || exit 1" if renewal else "",
+        ]
+        server.shell(
+            name=f"{trust_name(me)}; issue {', '.join(c.name for c in certs)}; renewal units",
+            commands=["; ".join(filter(None, steps))],
+            _stdin=mint_tokens(plan, certs),
+        )
+
+    call("Trust the CA, issue every certificate, renewal units", apply)
+    if renewal is None:
+        renewal_units()

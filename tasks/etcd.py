@@ -258,12 +258,9 @@ def configure_etcd() -> None:
                 "Join the running cluster (etcdctl member add)", _join_existing, plan=plan, me=me
             )
         # --no-block: members of a new cluster wait for each other (notify needs quorum).
-        # The unit was loaded by the configuration's daemon-reload: links only.
         started = server.shell(
             name=f"Start {service} (first start of this member)",
-            commands=[
-                f"{batch.enable_links_command([service])} && systemctl restart --no-block {service}"
-            ],
+            commands=[f"systemctl enable {service} && systemctl restart --no-block {service}"],
         )
         waited_on = [joined, started]
     else:

@@ -50,6 +50,41 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
     }
 
 
+def _changes(me: HostPlan) -> tuple[list[str], str]:
+    """(stale unit files, the command that writes the units that differ and enables the
+    timers), from the host's state before the run (this task is the only writer of these
+    units)."""
+    units = _units(me)
+    timers = [f"{cert.unit}.timer" for cert in me.certs]
+    paths = [path for _, path, _ in units]
+    before = snapshot(_reads(me))
+    written = []
+    for cert, dest, suffix in units:
+        text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
+        if not before.has_text(dest, text, mode="644"):
+            written.append((dest, text, "644"))
+    stale = sorted(set(before.found[STALE]) - set(paths))
+    idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
+    # New units (a new host, a new certificate) need no daemon-reload: systemd reads a
+    # unit file it has not loaded when the unit is first used.
+    reload = bool(stale) or any(
+        not before.unit_not_loaded(_unit_name(dest)) for dest, _, _ in written
+    )
+    if reload:
+        enable = batch.units_enabled_command(idle, daemon_reload=True)
+    else:
+        enable = batch.timers_enabled_command(idle) if idle else ""
+    command = " && ".join(c for c in (batch.write_files_command(written), enable) if c)
+    return stale, command
+
+
+def units_command(me: HostPlan) -> str | None:
+    """The one command that brings ``me``'s renewal units in line ("" if they are), or
+    None when stale units must go first (`renewal_units` removes them)."""
+    stale, command = _changes(me)
+    return None if stale else command
+
+
 @deploy("Renewal timers")
 def renewal_units() -> None:
     """Install `step-renew-<cert>.service/.timer` for each certificate of this host,
@@ -60,18 +95,7 @@ def renewal_units() -> None:
         renewal_units()
     """
     me = this_host()
-    units = _units(me)
-    timers = [f"{cert.unit}.timer" for cert in me.certs]
-    paths = [path for _, path, _ in units]
-    # Every unit file, timer and stale unit as before the run; operations are emitted
-    # only where something differs (this task is the only writer of these units).
-    before = snapshot(_reads(me))
-    written = []
-    for cert, dest, suffix in units:
-        text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
-        if not before.has_text(dest, text, mode="644"):
-            written.append((dest, text, "644"))
-    stale = sorted(set(before.found[STALE]) - set(paths))
+    stale, command = _changes(me)
     for timer in (p for p in stale if p.endswith(".timer")):
         name = _unit_name(timer)
         server.shell(
@@ -80,19 +104,8 @@ def renewal_units() -> None:
         )
     for path in stale:
         files.file(name=f"Remove {path}", path=path, present=False)
-
-    idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
-    # New units (a new host, a new certificate) need no daemon-reload: systemd reads a
-    # unit file it has not loaded when the unit is first used.
-    reload = bool(stale) or any(
-        not before.unit_not_loaded(_unit_name(dest)) for dest, _, _ in written
-    )
-    if written or stale or idle:
+    if command:
         # Unit files, daemon-reload if needed, and enabling in one command.
-        batch.steps(
-            name=f"Renewal units in {UNIT_DIR}, timers enabled and active",
-            commands=[
-                batch.write_files_command(written),
-                batch.units_enabled_command(idle, daemon_reload=reload),
-            ],
+        server.shell(
+            name=f"Renewal units in {UNIT_DIR}, timers enabled and active", commands=[command]
         )

@@ -98,17 +98,17 @@ def run_with_fake_systemctl(tmp_path, command: str, start_fails: bool) -> tuple[
     return proc.returncode, calls.read_text().splitlines()
 
 
-def test_units_enabled_without_reload_makes_links_then_starts(tmp_path):
+def test_timers_enabled_without_reload_makes_links_then_starts(tmp_path):
     rc, calls = run_with_fake_systemctl(
-        tmp_path, batch.units_enabled_command(["a.timer", "b.timer"]), start_fails=False
+        tmp_path, batch.timers_enabled_command(["a.timer", "b.timer"]), start_fails=False
     )
     assert rc == 0
     assert calls == ["--root=/ enable a.timer b.timer", "start a.timer b.timer"]
 
 
-def test_units_enabled_falls_back_to_a_reloading_enable_when_start_fails(tmp_path):
+def test_timers_enabled_falls_back_to_a_reloading_enable_when_start_fails(tmp_path):
     rc, calls = run_with_fake_systemctl(
-        tmp_path, batch.units_enabled_command(["a.timer"]), start_fails=True
+        tmp_path, batch.timers_enabled_command(["a.timer"]), start_fails=True
     )
     assert rc == 0
     assert calls == ["--root=/ enable a.timer", "start a.timer", "enable --now a.timer"]
