@@ -139,16 +139,6 @@ def on_hosts(names: Iterable[str], function: Callable[[str], T]) -> dict[str, T]
     return {name: job.value for name, job in jobs.items()}
 
 
-def facts_on(wanted: Mapping[str, tuple[type[FactBase], dict]]) -> dict[str, object]:
-    """``{node: (FactClass, kwargs)}`` read on those hosts at once.
-
-    .. code:: python
-
-        facts_on({"etcd-k8s-2": (Directory, {"path": "/var/lib/etcd/x/member"})})
-    """
-    return on_hosts(wanted, lambda name: host.get_fact(wanted[name][0], **wanted[name][1]))
-
-
 _roots: dict[tuple[int, str], str] = {}
 _roots_lock = gevent.lock.BoundedSemaphore()
 

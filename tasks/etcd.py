@@ -13,7 +13,6 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.facts.files import Directory
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -22,11 +21,11 @@ from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
     call,
-    facts_on,
     get_plan,
     reads,
     render,
     snapshot,
+    snapshots_of,
     system_account,
     this_host,
 )
@@ -140,15 +139,12 @@ def install_etcd() -> None:
 
 
 def _cluster_exists(plan: ClusterPlan, me: HostPlan) -> bool:
-    """True if another etcd member already has data (read before this run changes any)."""
-    found = facts_on(
-        {
-            other.name: (Directory, {"path": f"{other.etcd_data_dir}/member"})
-            for other in plan.etcd_members
-            if other.name != me.name
-        }
-    )
-    return any(found.values())
+    """True if another etcd member already has data (read before this run changes any;
+    from the members' own snapshots, which read their data dirs anyway)."""
+    members = {other.name: f"{other.etcd_data_dir}/member" for other in plan.etcd_members}
+    members.pop(me.name, None)
+    found = snapshots_of({name: Want.of(stat={path}) for name, path in members.items()})
+    return any(found[name].is_directory(path) for name, path in members.items())
 
 
 def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:
