@@ -339,8 +339,13 @@ def first_certificates() -> None:
             issue_command(me, certs, plan.ca_url),  # under `set -e`, reads the tokens
             f"{{ umask 022 && {renewal}; }} </dev/null || exit 1" if renewal else "",
         ]
+        done = [
+            f"trust the CA ({trust_name(me)})" if trust else "",
+            f"issue {', '.join(c.name for c in certs)}",
+            "renewal units" if renewal else "",
+        ]
         server.shell(
-            name=f"{trust_name(me)}; issue {', '.join(c.name for c in certs)}; renewal units",
+            name="New host: " + ", ".join(filter(None, done)),
             commands=["; ".join(filter(None, steps))],
             _stdin=mint_tokens(plan, certs),
         )

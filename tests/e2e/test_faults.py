@@ -174,7 +174,7 @@ def test_node_killed_in_the_middle_of_the_deploy(bed):
         # All its certificates missing: trust, issuance and renewal units in one command.
         bed.inventory_docker,
         tb.container_name(host),
-        f"; issue {host}-",
+        f"issue {host}-",
     )
     assert killed, output[-3000:]
     assert rc != 0, output[-3000:]
