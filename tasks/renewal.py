@@ -58,17 +58,20 @@ def _changes(me: HostPlan) -> tuple[list[str], str]:
     timers = [f"{cert.unit}.timer" for cert in me.certs]
     paths = [path for _, path, _ in units]
     before = snapshot(_reads(me))
-    written = []
+    written, rewritten = [], set()
     for cert, dest, suffix in units:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
         if not before.has_text(dest, text, mode="644"):
             written.append((dest, text, "644"))
+            rewritten.add(cert.unit)
     stale = sorted(set(before.found[STALE]) - set(paths))
     idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
-    # New units (a new host, a new certificate) need no daemon-reload: systemd reads a
-    # unit file it has not loaded when the unit is first used.
+    # A certificate's new units (a new host, a new certificate: systemd knows neither
+    # the timer nor its service) need no daemon-reload: systemd reads a unit file it has
+    # not loaded when the unit is first used (starting the timer loads its service).
     reload = bool(stale) or any(
-        not before.unit_not_loaded(_unit_name(dest)) for dest, _, _ in written
+        not (before.unit_not_loaded(f"{u}.timer") and before.unit_not_loaded(f"{u}.service"))
+        for u in rewritten
     )
     if reload:
         enable = batch.units_enabled_command(idle, daemon_reload=True)

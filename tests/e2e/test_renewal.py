@@ -94,6 +94,14 @@ def test_units_pass_systemd_analyze_and_timers_are_scheduled(short_lived):
             host, f"systemctl show -p NeedDaemonReload --value {' '.join(units)} timers.target"
         )
         assert reload.split() == ["no"] * (len(units) + 1), f"{host}: {reload}"
+        # Each timer's service is loaded (what the timer starts when it elapses), not
+        # left "not-found" from before its file existed.
+        for kind in kinds:
+            unit = f"step-renew-{host}-{kind}"
+            triggers = sh(host, f"systemctl show -p Triggers --value {unit}.timer").strip()
+            assert triggers == f"{unit}.service", f"{host}: {triggers}"
+            state = sh(host, f"systemctl show -p LoadState --value {unit}.service").strip()
+            assert state == "loaded", f"{host}: {unit}.service {state}"
         timer = sh(host, f"cat /etc/systemd/system/step-renew-{host}-client.timer")
         assert "OnCalendar=*-*-* 03:00:00" in timer and "Persistent=true" in timer
 
