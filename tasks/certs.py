@@ -21,7 +21,7 @@ from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
-from facts.snapshot import Want
+from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_commands, trust_name
 from tasks.common import (
     ca_root_pem,
@@ -216,6 +216,11 @@ def _interrupted(me: HostPlan) -> tuple[str, str]:
     return (me.settings.ssl_dir, ".issue-*")
 
 
+def _none_there(me: HostPlan, before: Snapshot) -> bool:
+    """None of ``me``'s certificate and key files existed before the run."""
+    return all(before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs)
+
+
 @reads
 def _reads(me: HostPlan) -> Want:
     if not me.certs:
@@ -256,7 +261,7 @@ def issue_certificates() -> None:
     # computes each key's public half); otherwise once install_step has run.
     step_ready = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step") == s.step_version
     # A new host has none of the files: nothing to read (only this task writes them).
-    none_there = all(before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs)
+    none_there = _none_there(me, before)
 
     def check() -> bool:
         if none_there:
@@ -309,9 +314,7 @@ def is_new_host() -> bool:
     if not me.certs:
         return False
     before = snapshot(_reads(me))
-    return not before.found_dirs[_interrupted(me)] and all(
-        before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs
-    )
+    return not before.found_dirs[_interrupted(me)] and _none_there(me, before)
 
 
 @deploy("Certificates of a new host")
