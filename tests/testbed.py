@@ -1530,8 +1530,7 @@ def down() -> None:
         if docker_ok():
             remove_containers()
             remove_aux_containers()
-            if docker("network", "inspect", NETWORK, check=False).returncode == 0:
-                docker("network", "rm", NETWORK)
+            remove_network()
         stop_mirror()
         for flavour in ("docker", "ssh"):
             inventory_path(flavour).unlink(missing_ok=True)
@@ -1647,6 +1646,19 @@ def start_object_store(access_key: str, secret_key: str, buckets: Sequence[str])
                 raise TestbedError(f"{container} did not listen: {logs.stderr[-500:]}") from None
             time.sleep(0.3)
     return ObjectStore(container, f"https://{ip}:{OBJECT_STORE_PORT}", ca_file)
+
+
+def remove_network(timeout: float = 30) -> None:
+    """Remove the bed's network if it exists. Right after many containers are removed,
+    dockerd may still list some of their endpoints ("has active endpoints"): retry."""
+    deadline = time.monotonic() + timeout
+    while docker("network", "inspect", NETWORK, check=False).returncode == 0:
+        result = docker("network", "rm", NETWORK, check=False)
+        if result.returncode == 0:
+            return
+        if "active endpoints" not in result.stderr or time.monotonic() > deadline:
+            raise TestbedError(f"docker network rm {NETWORK}: {result.stderr.strip()}")
+        time.sleep(1)
 
 
 def remove_aux_containers() -> None:

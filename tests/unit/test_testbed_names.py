@@ -1,8 +1,9 @@
-"""Test-bed instances (ETCD_PKI_BED): names and subnets, derived without Docker."""
+"""Test-bed instances (ETCD_PKI_BED): names, subnets and network removal, without Docker."""
 
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 
 import pytest
 
@@ -75,3 +76,33 @@ def test_pick_subnet_skips_used_ones() -> None:
 def test_pick_subnet_fails_when_everything_is_used() -> None:
     with pytest.raises(tb.TestbedError):
         tb.pick_subnet("t1", ["172.30.0.0/16"])
+
+
+def test_network_removal_waits_for_endpoints_dockerd_still_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Right after 27 containers are removed, dockerd can refuse `network rm` for a moment.
+    answers = iter(["has active endpoints", "has active endpoints", ""])
+    calls: list[tuple[str, ...]] = []
+
+    def fake_docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        if args[:2] == ("network", "inspect"):
+            return subprocess.CompletedProcess(args, 0 if len(calls) < 6 else 1, "", "")
+        err = next(answers)
+        return subprocess.CompletedProcess(args, 1 if err else 0, "", err)
+
+    monkeypatch.setattr(tb, "docker", fake_docker)
+    monkeypatch.setattr(tb.time, "sleep", lambda _: None)
+    tb.remove_network()
+    assert [c[:2] for c in calls].count(("network", "rm")) == 3
+
+
+def test_network_removal_reports_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        rc, err = (0, "") if args[1] == "inspect" else (1, "permission denied")
+        return subprocess.CompletedProcess(args, rc, "", err)
+
+    monkeypatch.setattr(tb, "docker", fake_docker)
+    with pytest.raises(tb.TestbedError, match="permission denied"):
+        tb.remove_network()
