@@ -1649,15 +1649,27 @@ def start_object_store(access_key: str, secret_key: str, buckets: Sequence[str])
 
 
 def remove_network(timeout: float = 30) -> None:
-    """Remove the bed's network if it exists. Right after many containers are removed,
-    dockerd may still list some of their endpoints ("has active endpoints"): retry."""
+    """Remove the bed's network if it exists.
+
+    After many containers are removed at once, dockerd may list endpoints of removed
+    containers for a while ("has active endpoints"): retry. dockerd can also keep such an
+    endpoint for good (its store lost a race); the network is then left, with a warning,
+    and the next `up` reuses it. Other errors raise.
+    """
     deadline = time.monotonic() + timeout
     while docker("network", "inspect", NETWORK, check=False).returncode == 0:
         result = docker("network", "rm", NETWORK, check=False)
         if result.returncode == 0:
             return
-        if "active endpoints" not in result.stderr or time.monotonic() > deadline:
+        if "active endpoints" not in result.stderr:
             raise TestbedError(f"docker network rm {NETWORK}: {result.stderr.strip()}")
+        if time.monotonic() > deadline:
+            log(
+                f"WARNING: dockerd still lists an endpoint on {NETWORK} although its "
+                "containers are gone; the network is left for the next `up` (restarting "
+                "dockerd clears it)"
+            )
+            return
         time.sleep(1)
 
 

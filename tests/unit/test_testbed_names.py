@@ -98,6 +98,22 @@ def test_network_removal_waits_for_endpoints_dockerd_still_lists(
     assert [c[:2] for c in calls].count(("network", "rm")) == 3
 
 
+def test_network_kept_by_a_stale_endpoint_is_left_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = iter(range(0, 1000, 10))
+
+    def fake_docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        rc, err = (0, "") if args[1] == "inspect" else (1, "network x has active endpoints")
+        return subprocess.CompletedProcess(args, rc, "", err)
+
+    monkeypatch.setattr(tb, "docker", fake_docker)
+    monkeypatch.setattr(tb.time, "sleep", lambda _: None)
+    monkeypatch.setattr(tb.time, "monotonic", lambda: next(clock))
+    tb.remove_network(timeout=30)
+    assert "still lists an endpoint" in capsys.readouterr().err
+
+
 def test_network_removal_reports_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         rc, err = (0, "") if args[1] == "inspect" else (1, "permission denied")
