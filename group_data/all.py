@@ -55,8 +55,9 @@ ca_provisioner = "etcd-provisioner"
 # Extra DNS names / IPs for the CA's own TLS certificate. The active cert-manager's
 # name, FQDN and address are always included; add load-balancer names here.
 ca_extra_sans: list[str] = []
-# $STEPPATH of the `step` CLI on every host: `step ca bootstrap` writes the CA URL
-# and root fingerprint here, and the renewal services read them from here.
+# $STEPPATH of the `step` CLI on every host: the deploy writes the CA URL, root
+# fingerprint and root here (as `step ca bootstrap` would, without asking the CA),
+# and the renewal services read them from here.
 step_dir = "/etc/step"
 # Opt in to adding the private root to each host's system trust store
 # (`step ca bootstrap --install`). etcd does not need it.

@@ -1,4 +1,4 @@
-"""Make every host trust the CA: root_ca.crt in ssl_dir and `step ca bootstrap`."""
+"""Make every host trust the CA: root_ca.crt in ssl_dir, and `step` configured for it."""
 
 from __future__ import annotations
 
@@ -30,32 +30,40 @@ def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
     return s.trusted_root, f"{s.step_dir}/config/defaults.json", links
 
 
+def _step_root(me: HostPlan) -> str:
+    return f"{me.settings.step_dir}/certs/root_ca.crt"
+
+
 @reads
 def _reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
-        contents={root_path, defaults_path}, stat={me.settings.ssl_dir, *links}, links=links
+        contents={root_path, defaults_path, _step_root(me)},
+        stat={me.settings.ssl_dir, *links},
+        links=links,
     )
 
 
 def _bootstrap_state() -> tuple[bool, bool]:
-    """(root file differs, step's CA URL/fingerprint differ), at execute time.
+    """(root file differs, step's CA URL, fingerprint or root differ), at execute time.
 
-    The root is the CA's now (it may be created in this run); the host's two files are
+    The root is the CA's now (it may be created in this run); the host's files are
     as they were before the run (only the operations these answers decide write them).
     """
     plan = get_plan()
     root = ca_root_pem()
-    root_path, defaults_path, _ = _paths(this_host())
-    found = snapshot(Want.of(contents={root_path, defaults_path})).contents
+    me = this_host()
+    root_path, defaults_path, _ = _paths(me)
+    found = snapshot(Want.of(contents={root_path, defaults_path, _step_root(me)})).contents
     try:
         defaults = json.loads(found[defaults_path] or "{}")
     except ValueError:
         defaults = {}
-    step_stale = (defaults.get("ca-url"), defaults.get("fingerprint")) != (
-        plan.ca_url,
-        fingerprint(root),
-    )
+    step_stale = (
+        defaults.get("ca-url"),
+        defaults.get("fingerprint"),
+        found[_step_root(me)],
+    ) != (plan.ca_url, fingerprint(root), root)
     return found[root_path] != root, step_stale
 
 
@@ -78,23 +86,42 @@ def trust_commands(me: HostPlan) -> list[str]:
     wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
     if wrong:
         todo.append(batch.links_command(wrong))
-    if step_stale:
-        install = " --install" if s.install_root_in_trust_store else ""
+    if step_stale and s.install_root_in_trust_store:
         todo.append(
             f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
-            f"--fingerprint {fingerprint(root)} --force{install}"
+            f"--fingerprint {fingerprint(root)} --force --install"
         )
+    elif step_stale:
+        todo.append(step_config_command(s.step_dir, plan.ca_url, root))
     return todo
+
+
+def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
+    """Write what `step ca bootstrap` would ($STEPPATH's root and defaults.json, same
+    modes) without asking the CA: the root came from the CA node itself, so the host
+    saves a `step` process and a TLS round trip to the CA."""
+    defaults = {
+        "ca-url": ca_url,
+        "fingerprint": fingerprint(root),
+        "root": f"{step_dir}/certs/root_ca.crt",
+    }
+    dirs = {d: "700" for d in (step_dir, f"{step_dir}/certs", f"{step_dir}/config")}
+    files = [
+        (defaults["root"], root, "600"),
+        (f"{step_dir}/config/defaults.json", json.dumps(defaults, indent=2) + "\n", "644"),
+    ]
+    return f"{batch.directories_command(dirs)} && {batch.write_files_command(files)}"
 
 
 def trust_name(me: HostPlan) -> str:
     plan = get_plan()
-    return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step ca bootstrap ({plan.ca_url})"
+    return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step's CA URL ({plan.ca_url})"
 
 
 @deploy("Trust the CA")
 def trust_ca() -> None:
-    """Install the root certificate and point `step` at the active CA by fingerprint.
+    """Install the root certificate and point `step` at the active CA by fingerprint
+    (what `step ca bootstrap` does, without a round trip to the CA).
 
     The system trust store is left alone unless `install_root_in_trust_store` is set.
 
@@ -110,7 +137,7 @@ def trust_ca() -> None:
             found.append(trust_commands(me))
         return found[0]
 
-    # Directory, root certificate, links and `step ca bootstrap`: one command, and
+    # Directory, root certificate, links and step's configuration: one command, and
     # none when all is in place.
     name = trust_name(me)
     call(

@@ -113,6 +113,27 @@ def test_owners_and_modes(fresh_cluster):
     assert "secrets/provisioner_password root 400" in stats
 
 
+def test_step_on_every_host_reaches_the_ca_by_its_own_configuration(fresh_cluster):
+    bed, _ = fresh_cluster
+    root_fp = sh(
+        "etcd-k8s-1", "/opt/bin/step certificate fingerprint /etc/step-ca/certs/root_ca.crt"
+    )
+    for host in ALL_HOSTS:
+        # No --ca-url and no --root: what $STEPPATH holds must be enough.
+        assert sh(host, "STEPPATH=/etc/step /opt/bin/step ca health").strip() == "ok", host
+        defaults = json.loads(sh(host, "cat /etc/step/config/defaults.json"))
+        assert defaults["ca-url"] == f"https://{bed.ip('etcd-k8s-1')}:9000", host
+        assert defaults["fingerprint"] == root_fp.strip(), host
+        modes = sh(host, "cd /etc/step && stat -c '%n %U %a' . certs config */*").splitlines()
+        assert sorted(modes) == [
+            ". root 700",
+            "certs root 700",
+            "certs/root_ca.crt root 600",
+            "config root 700",
+            "config/defaults.json root 644",
+        ], host
+
+
 def test_only_the_cert_manager_holds_ca_keys_and_passwords(fresh_cluster):
     find = "find / -xdev \\( -name '*_ca_key' -o -name '*password*' \\) -type f 2>/dev/null"
     for host in ALL_HOSTS:
