@@ -12,7 +12,8 @@ Phases, in order, each one module in tasks/:
   trust the CA on every host        tasks/bootstrap.py
   issue certificates                tasks/certs.py
   renewal services and timers       tasks/renewal.py
-  (the three at once on a new host) tasks/certs.py
+  (the three at once on a new host,
+   with its step install)           tasks/certs.py
   etcd with mutual TLS              tasks/etcd.py
 Every phase is idempotent: a second run changes nothing.
 """
@@ -34,8 +35,11 @@ from tasks.renewal import renewal_units
 
 me = this_host()  # validates the whole inventory first: bad input stops here
 check_ca_material()  # no second CA where the cluster already trusts one
+new_host = is_new_host()  # none of its certificates yet
+# A new host that holds no CA gets `step` in its first certificates' command instead.
+step_with_certificates = new_host and not me.is_cert_manager
 
-install_step()
+install_step(step=not step_with_certificates)
 if me.is_etcd:
     install_etcd()
 if me.is_cert_manager and get_plan().standbys:
@@ -48,8 +52,8 @@ else:
     retire_ca_material()  # a former cert-manager keeps no CA keys
 if me.is_cert_manager and get_plan().standbys:
     copy_ca_material()  # one operation on all cert-managers: runs after init_ca
-if is_new_host():  # none of its certificates yet: the three below in one command
-    first_certificates()
+if new_host:  # the three below in one command
+    first_certificates(with_step=step_with_certificates)
 else:
     trust_ca()
     issue_certificates()

@@ -36,6 +36,7 @@ from tasks.common import (
     spawn_in_context,
     this_host,
 )
+from tasks.install import step_command
 from tasks.renewal import renewal_units, units_command
 
 KEY_FLAGS = {
@@ -318,10 +319,11 @@ def is_new_host() -> bool:
 
 
 @deploy("Certificates of a new host")
-def first_certificates() -> None:
+def first_certificates(with_step: bool = False) -> None:
     """What `trust_ca`, `issue_certificates` and `renewal_units` do on a host that has none
     of its certificates, in one command: trust the CA, issue every certificate, write and
-    enable the renewal units (two round trips fewer per new host).
+    enable the renewal units (two round trips fewer per new host). ``with_step``: install
+    the pinned `step` first in that command, when `install_step(step=False)` left it.
 
     .. code:: python
 
@@ -332,17 +334,21 @@ def first_certificates() -> None:
     me = this_host()
     certs = list(me.certs)
     renewal = units_command(me)  # None: stale units to remove first, by renewal_units
+    install = step_command(me) if with_step else ""
 
     def apply() -> None:
         trust = " && ".join(trust_commands(me))
         # `set -e` does not stop a failing && list: each list exits by itself. The
         # renewal units are written with the default umask (the issuance sets 077).
         steps = [
+            # A subshell: the install's own `set -e` and exit trap end with it.
+            f"( {install} ) </dev/null || exit 1" if install else "",
             f"{{ {trust}; }} </dev/null || exit 1" if trust else "",
             issue_command(me, certs, plan.ca_url),  # under `set -e`, reads the tokens
             f"{{ umask 022 && {renewal}; }} </dev/null || exit 1" if renewal else "",
         ]
         done = [
+            f"install step {me.settings.step_version}" if install else "",
             f"trust the CA ({trust_name(me)})" if trust else "",
             f"issue {', '.join(c.name for c in certs)}",
             "renewal units" if renewal else "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -147,49 +148,49 @@ def _dirs_to_make(bin_dir: str) -> dict[str, str]:
     return {d: m for d, m in _dir_modes(bin_dir).items() if not before.is_directory(d, mode=m)}
 
 
-def install_tarball(
-    *,
-    location: str,
-    tarball_name: str,
-    from_controller: bool,
-    sha256: str,
-    binaries: Sequence[str],
-    bin_dir: str,
-    dirs: Mapping[str, str],
-    optional: Sequence[str] = (),
-    label: str,
-    then: str = "",
-) -> OperationMeta:
-    """Get ``location`` into the host's download cache (uploaded from the controller, or
-    downloaded by the host), verify its sha256 and install ``binaries`` from it.
+@dataclass(frozen=True)
+class Tarball:
+    """A release tarball to install from: where it is, its sha256, what it holds."""
 
-    ``dirs`` (from :func:`_dirs_to_make`, for the first install of a run) are made first;
-    ``then`` runs after a good install. A host that downloads does all of it in one
-    command. Returns the install operation.
-    """
-    tarball = f"{DOWNLOAD_DIR}/{tarball_name}"
-    install = _install_command(tarball, sha256, binaries, bin_dir, optional)
-    if not from_controller:
-        return server.shell(
-            name=f"Download {tarball_name}, install {label} (sha256 verified)",
-            commands=[
-                one_command(
-                    batch.directories_command(dirs),
-                    _fetch_command(location, tarball, sha256, binaries),
-                    install,
-                    then,
-                )
-            ],
+    location: str  # URL the host downloads, or a file on the controller
+    name: str
+    from_controller: bool
+    sha256: str
+    binaries: Sequence[str]  # each must be in the tarball
+    bin_dir: str
+    dirs: Mapping[str, str]  # from `_dirs_to_make`, for the first install of a run
+    optional: Sequence[str] = ()  # installed when the tarball holds them
+    then: str = ""  # runs after a good install
+
+    def command(self) -> str:
+        """The command that gets the tarball into the host's download cache, verifies
+        its sha256 and installs the binaries.
+
+        A host that downloads does all of it in that command (the directories first). A
+        controller file is uploaded by operations added here, before whatever runs the
+        command.
+        """
+        tarball = f"{DOWNLOAD_DIR}/{self.name}"
+        install = _install_command(tarball, self.sha256, self.binaries, self.bin_dir, self.optional)
+        if not self.from_controller:
+            fetch = _fetch_command(self.location, tarball, self.sha256, self.binaries)
+            return one_command(batch.directories_command(self.dirs), fetch, install, self.then)
+        if not Path(self.location).is_file():
+            raise PyinfraError(
+                f"host {this_host().name}: {self.location} is not a file on the controller"
+            )
+        if self.dirs:  # the upload needs them
+            batch.directories(name=f"Directories {' and '.join(self.dirs)}", modes=self.dirs)
+        # Verified by the install command (sha256), like a download.
+        batch.upload(
+            name=f"Upload {self.name} from the controller", src=self.location, dest=tarball
         )
-    if not Path(location).is_file():
-        raise PyinfraError(f"host {this_host().name}: {location} is not a file on the controller")
-    if dirs:  # the upload needs them
-        batch.directories(name=f"Directories {' and '.join(dirs)}", modes=dirs)
-    # Verified by the install command below (sha256), like a download.
-    batch.upload(name=f"Upload {tarball_name} from the controller", src=location, dest=tarball)
-    return server.shell(
-        name=f"Install {label} (sha256 verified)", commands=[one_command(install, then)]
-    )
+        return one_command(install, self.then)
+
+    def install(self, label: str) -> OperationMeta:
+        """:meth:`command` as an operation named for ``label``; returns it."""
+        verb = "Install" if self.from_controller else f"Download {self.name}, install"
+        return server.shell(name=f"{verb} {label} (sha256 verified)", commands=[self.command()])
 
 
 def one_command(*steps: str) -> str:
@@ -198,51 +199,86 @@ def one_command(*steps: str) -> str:
     return "; ".join(["set -e", *filter(None, steps)])
 
 
-@deploy("Install step binaries")
-def install_step() -> None:
-    """Install `step` on every host and `step-ca` on cert-managers, into `bin_dir`.
-
-    Re-runs download nothing when the installed version is the pinned one.
-
-    .. code:: python
-
-        install_step()
-    """
-    me = this_host()
+def _step_tarballs(me: HostPlan, binaries: Mapping[str, str]) -> list[Tarball]:
+    """The tarball of each of ``binaries`` ({name: version}) for ``me``; the first one
+    makes the directories."""
+    if not binaries:
+        return []
     s = me.settings
-    wanted = {"step": s.step_version}
-    if me.is_cert_manager:
-        wanted["step-ca"] = s.step_ca_version
-    installed = fact_before_run(StepVersions, bin_dir=s.bin_dir)
-    missing = {b: v for b, v in wanted.items() if installed.get(b) != v}
-    if not missing:
-        return
-
     try:
         arch = arch_for(fact_before_run(Arch))
     except ValueError as e:
         raise PyinfraError(f"host {me.name}: {e}") from None
     base = source_base(s)
     dirs = _dirs_to_make(s.bin_dir)
-    for binary, version in missing.items():
+    tarballs = []
+    for binary, version in binaries.items():
         artefact = Artefact(binary, version, arch)
         pins = s.step_sha256 if binary == "step" else s.step_ca_sha256
         try:
             sha256 = expected_sha256(base, tuple(sorted(pins.items())), artefact)
         except PyinfraError as e:
             raise PyinfraError(f"host {me.name}: {e}") from None
-        install_tarball(
-            location=artefact.location(base),
-            tarball_name=artefact.tarball,
-            from_controller=s.install_source == "controller",
-            sha256=sha256,
-            binaries=[binary],
-            bin_dir=s.bin_dir,
-            dirs=dirs,
-            label=f"{binary} {version}",
-            then=version_marker_command(s.bin_dir, binary),
+        tarballs.append(
+            Tarball(
+                location=artefact.location(base),
+                name=artefact.tarball,
+                from_controller=s.install_source == "controller",
+                sha256=sha256,
+                binaries=[binary],
+                bin_dir=s.bin_dir,
+                dirs=dirs if not tarballs else {},
+                then=version_marker_command(s.bin_dir, binary),
+            )
         )
-        dirs = {}  # made by the first install
+    return tarballs
+
+
+def _missing(me: HostPlan, step: bool) -> dict[str, str]:
+    """{binary: pinned version} of those not installed at that version before the run
+    (`step` only when ``step``)."""
+    s = me.settings
+    wanted = {"step": s.step_version} if step else {}
+    if me.is_cert_manager:
+        wanted["step-ca"] = s.step_ca_version
+    installed = fact_before_run(StepVersions, bin_dir=s.bin_dir)
+    return {b: v for b, v in wanted.items() if installed.get(b) != v}
+
+
+@deploy("Install step binaries")
+def install_step(step: bool = True) -> None:
+    """Install `step` on every host and `step-ca` on cert-managers, into `bin_dir`.
+
+    Re-runs download nothing when the installed version is the pinned one. With
+    ``step=False`` this host's `step` is left to :func:`step_command` (a new host gets
+    it in the command that issues its first certificates).
+
+    .. code:: python
+
+        install_step()
+    """
+    me = this_host()
+    missing = _missing(me, step)
+    for tarball, (binary, version) in zip(
+        _step_tarballs(me, missing), missing.items(), strict=True
+    ):
+        tarball.install(f"{binary} {version}")
+
+
+def step_command(me: HostPlan) -> str:
+    """The command that installs the pinned `step` on ``me`` ("" when it has it), for a
+    caller to run first in its own command. Uploads from the controller are added as
+    operations here.
+
+    .. code:: python
+
+        install = step_command(this_host())
+    """
+    missing = _missing(me, step=True)
+    if "step" not in missing:
+        return ""
+    (tarball,) = _step_tarballs(me, {"step": missing["step"]})
+    return tarball.command()
 
 
 @deploy("Install etcd from the release tarball")
@@ -277,17 +313,16 @@ def install_etcd_release() -> None:
         )
     release = EtcdRelease(s.etcd_version, arch)
     local_dir = controller_dir(s.etcd_release_url)
-    installed_op = install_tarball(
+    installed_op = Tarball(
         location=release.location(local_dir or s.etcd_release_url),
-        tarball_name=release.tarball,
+        name=release.tarball,
         from_controller=local_dir is not None,
         sha256=sha256,
         binaries=EtcdRelease.BINARIES,
         optional=EtcdRelease.OPTIONAL,
         bin_dir=s.bin_dir,
         dirs=_dirs_to_make(s.bin_dir),
-        label=f"etcd {s.etcd_version}",
-    )
+    ).install(f"etcd {s.etcd_version}")
     # An upgrade: the running member keeps the old binary until it restarts.
     # Type=notify: each restart returns once the member serves again.
     service = f"{s.etcd_service_name}.service"

@@ -7,7 +7,7 @@ import pytest
 
 from tests import testbed as tb
 
-from .conftest import deploy, sh
+from .conftest import SSL, deploy, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +86,57 @@ def test_wrong_pinned_checksum_is_refused_and_the_old_binary_stays(bed, source):
     )
     assert fixed.rc == 0, fixed.output[-3000:]
     assert f"Smallstep CLI/{bed.versions['step']} " in sh(HOST, "/opt/bin/step version")
+
+
+def make_new_host() -> None:
+    """HOST as a new machine would be: no `step`, no download, none of its certificates."""
+    sh(
+        HOST,
+        f"rm -f /opt/bin/step /opt/bin/.step.version /var/cache/etcd-pki/step_* {SSL}/{HOST}-*",
+    )
+
+
+def mirror_inventory(**data):
+    data = {"install_source": "mirror", "install_mirror_url": tb.mirror_url(), **data}
+    name = "inventory_new_" + "_".join(sorted(data)) + ".py"
+    return tb.write_inventory(tb.STATE_DIR / name, data=data)
+
+
+def test_a_new_host_gets_step_in_the_command_of_its_first_certificates(bed):
+    version = bed.versions["step"]
+    make_new_host()
+    run = limited(mirror_inventory())
+    assert run.rc == 0, run.output[-3000:]
+    # No install operation of its own: it is the first part of the new host's command
+    # (which trusts the CA too on a host that does not yet).
+    assert f"New host: install step {version}, issue {HOST}-client" in run.output, run.output[
+        -3000:
+    ]
+    assert "Download step_linux" not in run.output
+    assert f"Smallstep CLI/{version} " in sh(HOST, "/opt/bin/step version")
+    assert sh(HOST, "stat -c %a /var/cache/etcd-pki").strip() == "700"
+    crt = f"{SSL}/{HOST}-client.crt"
+    out = sh(HOST, f"openssl verify -CAfile {SSL}/root_ca.crt -untrusted {crt} {crt}")
+    assert out.strip().endswith(": OK"), out
+    again = limited(mirror_inventory())
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+
+
+def test_a_new_host_whose_step_fails_its_checksum_gets_no_certificate_and_a_rerun_repairs(bed):
+    make_new_host()
+    run = limited(mirror_inventory(step_sha256={"amd64": "0" * 64}))
+    assert run.rc != 0
+    assert "0" * 64 in run.output and "sha256 mismatch" in run.output, run.output[-3000:]
+    # Stopped before anything was issued: no binary, no key, no certificate.
+    assert (
+        sh(
+            HOST, f"ls /opt/bin/step {SSL}/{HOST}-client.key {SSL}/{HOST}-client.crt 2>&1; true"
+        ).count("No such file")
+        == 3
+    )
+    fixed = limited(mirror_inventory())
+    assert fixed.rc == 0, fixed.output[-3000:]
+    assert sh(HOST, f"stat -c '%U %a' {SSL}/{HOST}-client.key").split() == ["root", "400"]
 
 
 def test_a_replaced_step_ca_binary_is_put_into_service(bed):
