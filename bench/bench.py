@@ -18,6 +18,9 @@ with the default `install_source`, unless `--install-source controller` uploads 
 * scaling: 3 etcd members plus 8 and 24 client hosts (11 and 27 hosts; the 1-client case
   is the 4-host cluster): fresh deploy and re-run, and the ratio to the 4-host case,
   each run against a 4-host run made just before it (the machine's speed drifts);
+* the floor of a re-run at those sizes: `bench/one_fact.py`, a deploy file that reads one
+  of pyinfra's own facts on each host and does nothing else, paired the same way. A
+  deploy that checks each host runs at least that, so its ratio bounds the re-run's;
 * step-ca issuance rate: from 3 hosts at once, 20 token+certificate requests each. The
   tokens are minted on the CA node as the deploy mints them (`tasks.certs.mint_command`,
   one command per host) and piped straight into `step ca certificate` on the requesting host
@@ -70,6 +73,7 @@ from tests import testbed as tb  # noqa: E402  (needs ETCD_PKI_BED set first)
 PYTHON = sys.executable
 RUNNER = REPO / "bench" / "pyinfra_timed.py"
 DEPLOY = "deploy.py"
+ONE_FACT = "bench/one_fact.py"  # the floor of a re-run: one pyinfra fact per host
 SETTINGS = runpy.run_path(str(REPO / "group_data" / "all.py"))
 BURST_HOSTS = ("etcd-k8s-2", "etcd-k8s-3", "app-server")
 BASE_NODES = ("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3", "app-server")  # the 4-host cluster
@@ -230,12 +234,13 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_deploy(inventory: Path, label: str, *args: str) -> Run:
-    """Run the deploy once through the counting runner; raise if it fails."""
+def run_deploy(inventory: Path, label: str, *args: str, deploy: str = DEPLOY) -> Run:
+    """Run the deploy (or another deploy file) once through the counting runner; raise
+    if it fails."""
     logs = log_dir()
     cmd_log = logs / f"{label}.jsonl"
     cmd_log.unlink(missing_ok=True)
-    cmd = [PYTHON, str(RUNNER), str(cmd_log), "-y", str(inventory), DEPLOY, *args]
+    cmd = [PYTHON, str(RUNNER), str(cmd_log), "-y", str(inventory), deploy, *args]
     places_before, children = cpu_by_place(), _children_cpu()
     start, busy = time.monotonic(), busy_seconds()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
@@ -269,11 +274,16 @@ def _children_cpu() -> float:
 
 
 def deploy_n(
-    inventory: Path, label: str, n: int, *args: str, quiet_change: bool = False
+    inventory: Path,
+    label: str,
+    n: int,
+    *args: str,
+    quiet_change: bool = False,
+    deploy: str = DEPLOY,
 ) -> list[Run]:
     runs = []
     for i in range(1, n + 1):
-        run = run_deploy(inventory, f"{label}-{i}", *args)
+        run = run_deploy(inventory, f"{label}-{i}", *args, deploy=deploy)
         note = "" if quiet_change or run.changed == 0 else f", {run.changed} CHANGED"
         progress(
             f"  {label} {i}/{n}: {run.wall:.1f} s, {run.operations} operations{note}, "
@@ -314,12 +324,21 @@ def fresh_and_reruns(clients: int, fresh_runs: int, reruns: int) -> dict[str, An
         if clients:
             again_ref += deploy_n(inventory(bed, only_base=True), f"ref-rerun-4h-{hosts}h-{i}", 1)
         again += deploy_n(inventory(bed), f"rerun-{hosts}h-{i}", 1)
+    floor, floor_ref = [], []
+    if clients:
+        progress(f"{hosts} hosts: the floor, one pyinfra fact per host ({ONE_FACT})")
+        for i in range(1, reruns + 1):
+            base = inventory(bed, only_base=True)
+            floor_ref += deploy_n(base, f"ref-floor-4h-{hosts}h-{i}", 1, deploy=ONE_FACT)
+            floor += deploy_n(inventory(bed), f"floor-{hosts}h-{i}", 1, deploy=ONE_FACT)
     return {
         "hosts": hosts,
         "fresh": fresh,
         "rerun": again,
         "fresh_ref": fresh_ref,
         "rerun_ref": again_ref,
+        "floor": floor,
+        "floor_ref": floor_ref,
     }
 
 
@@ -565,6 +584,14 @@ def report(results: dict[str, Any]) -> str:
             f"<= {TARGET_SCALE_RATIO:.0f}x {mark(rx <= TARGET_SCALE_RATIO)}, "
             f"<= {TARGET_COMMANDS} cmds {mark(most <= TARGET_COMMANDS)} |"
         )
+        if scale.get("floor"):
+            rows.append(
+                f"| floor: one pyinfra fact per host, nothing else | {hosts} | "
+                f"{len(scale['floor'])} | {median([r.wall for r in scale['floor']]):.1f} s "
+                f"(4 hosts {median([r.wall for r in scale['floor_ref']]):.1f} s) | "
+                f"{paired_ratio(scale['floor'], scale['floor_ref']):.2f} | 1 | "
+                f"{cpu_text(scale['floor'][-1])} | - |"
+            )
     if results.get("issuance"):
         iss = results["issuance"]
         per = iss["per_host"]
