@@ -59,8 +59,9 @@ ca_extra_sans: list[str] = []
 # fingerprint and root here (as `step ca bootstrap` would, without asking the CA),
 # and the renewal services read them from here.
 step_dir = "/etc/step"
-# Opt in to adding the private root to each host's system trust store
-# (`step ca bootstrap --install`). etcd does not need it.
+# Opt in to adding the private root to each host's system trust store (Debian's
+# update-ca-certificates, as /usr/local/share/ca-certificates/etcd-pki-root_ca.crt);
+# set back to False, the next run takes it out again. etcd does not need it.
 install_root_in_trust_store = False
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from tasks.common import (
 )
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
+# Debian's local trust anchors: `update-ca-certificates` adds each *.crt here to
+# /etc/ssl/certs, and drops the links of files that are gone.
+SYSTEM_TRUST_FILE = "/usr/local/share/ca-certificates/etcd-pki-root_ca.crt"
 
 
 def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
@@ -38,7 +41,7 @@ def _step_root(me: HostPlan) -> str:
 def _reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
-        contents={root_path, defaults_path, _step_root(me)},
+        contents={root_path, defaults_path, _step_root(me), SYSTEM_TRUST_FILE},
         stat={me.settings.ssl_dir, *links},
         links=links,
     )
@@ -86,14 +89,28 @@ def trust_commands(me: HostPlan) -> list[str]:
     wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
     if wrong:
         todo.append(batch.links_command(wrong))
-    if step_stale and s.install_root_in_trust_store:
-        todo.append(
-            f"STEPPATH={s.step_dir} {s.bin_dir}/step ca bootstrap --ca-url {plan.ca_url} "
-            f"--fingerprint {fingerprint(root)} --force --install"
-        )
-    elif step_stale:
+    if step_stale:
         todo.append(step_config_command(s.step_dir, plan.ca_url, root))
+    in_store = before.contents[SYSTEM_TRUST_FILE]
+    if s.install_root_in_trust_store and in_store != root:
+        todo.append(system_trust_command(root))
+    elif not s.install_root_in_trust_store and in_store is not None:
+        todo.append(system_trust_command(None))
     return todo
+
+
+def system_trust_command(root: str | None) -> str:
+    """Put ``root`` into the system trust store (Debian's `update-ca-certificates`), or
+    take the deploy's root out of it (None)."""
+    update = (
+        "{ command -v update-ca-certificates >/dev/null || { echo 'install_root_in_trust_store:"
+        " update-ca-certificates not found (Debian package ca-certificates)' >&2; false; }; } "
+        "&& update-ca-certificates >/dev/null"
+    )
+    if root is None:
+        return f"rm -f {SYSTEM_TRUST_FILE} && {update}"
+    write = batch.write_files_command([(SYSTEM_TRUST_FILE, root, "644")])
+    return f"install -d -m 755 {SYSTEM_TRUST_FILE.rsplit('/', 1)[0]} && {write} && {update}"
 
 
 def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
@@ -115,7 +132,8 @@ def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
 
 def trust_name(me: HostPlan) -> str:
     plan = get_plan()
-    return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step's CA URL ({plan.ca_url})"
+    store = ", system trust store" if me.settings.install_root_in_trust_store else ""
+    return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step's CA URL ({plan.ca_url}){store}"
 
 
 @deploy("Trust the CA")
@@ -123,7 +141,8 @@ def trust_ca() -> None:
     """Install the root certificate and point `step` at the active CA by fingerprint
     (what `step ca bootstrap` does, without a round trip to the CA).
 
-    The system trust store is left alone unless `install_root_in_trust_store` is set.
+    The root goes into the system trust store only with `install_root_in_trust_store`
+    (and out of it again when that is unset).
 
     .. code:: python
 

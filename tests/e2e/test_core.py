@@ -317,3 +317,33 @@ def test_changed_lifetimes_update_the_ca_claims_without_reissuing(fresh_cluster)
     back = deploy(bed.inventory_docker)
     assert back.rc == 0, back.output[-3000:]
     assert "26280h0m0s" in sh("etcd-k8s-1", claims)
+
+
+def test_the_root_enters_and_leaves_the_system_trust_store_with_the_setting(fresh_cluster):
+    bed, _ = fresh_cluster
+    anchor = "/usr/local/share/ca-certificates/etcd-pki-root_ca.crt"
+    crt = f"{SSL}/app-server-client.crt"
+    # No -CAfile: openssl's default store is /etc/ssl/certs, which update-ca-certificates
+    # fills from the anchors.
+    verify = f"openssl verify -untrusted {crt} {crt}"
+    assert ": OK" not in sh("app-server", f"{verify} 2>&1", check=False)
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_trust_store.py", data={"install_root_in_trust_store": True}
+    )
+    run = deploy(inventory)
+    assert run.rc == 0, run.output[-3000:]
+    root = sh("etcd-k8s-1", "cat /etc/step-ca/certs/root_ca.crt")
+    for host in ALL_HOSTS:
+        assert sh(host, f"stat -c '%U %a' {anchor}").split() == ["root", "644"], host
+        assert sh(host, f"cat {anchor}") == root, host
+    assert sh("app-server", verify).strip().endswith(": OK")
+    again = deploy(inventory)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+    # Unset again: the root leaves the store on every host.
+    back = deploy(bed.inventory_docker)
+    assert back.rc == 0, back.output[-3000:]
+    for host in ALL_HOSTS:
+        assert sh(host, f"ls {anchor} 2>&1; true").strip().endswith("No such file or directory")
+    assert ": OK" not in sh("app-server", f"{verify} 2>&1", check=False)
+    settled = deploy(bed.inventory_docker)
+    assert settled.rc == 0 and settled.changed == 0, settled.changed_operations()
