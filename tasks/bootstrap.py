@@ -33,15 +33,16 @@ def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
     return s.trusted_root, f"{s.step_dir}/config/defaults.json", links
 
 
-def _step_root(me: HostPlan) -> str:
-    return f"{me.settings.step_dir}/certs/root_ca.crt"
+def _step_root(step_dir: str) -> str:
+    """step's own copy of the root, where `step ca bootstrap` puts it."""
+    return f"{step_dir}/certs/root_ca.crt"
 
 
 @reads
 def _reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
-        contents={root_path, defaults_path, _step_root(me), SYSTEM_TRUST_FILE},
+        contents={root_path, defaults_path, _step_root(me.settings.step_dir), SYSTEM_TRUST_FILE},
         stat={me.settings.ssl_dir, *links},
         links=links,
     )
@@ -57,7 +58,8 @@ def _bootstrap_state() -> tuple[bool, bool]:
     root = ca_root_pem()
     me = this_host()
     root_path, defaults_path, _ = _paths(me)
-    found = snapshot(Want.of(contents={root_path, defaults_path, _step_root(me)})).contents
+    step_root = _step_root(me.settings.step_dir)
+    found = snapshot(Want.of(contents={root_path, defaults_path, step_root})).contents
     try:
         defaults = json.loads(found[defaults_path] or "{}")
     except ValueError:
@@ -65,7 +67,7 @@ def _bootstrap_state() -> tuple[bool, bool]:
     step_stale = (
         defaults.get("ca-url"),
         defaults.get("fingerprint"),
-        found[_step_root(me)],
+        found[step_root],
     ) != (plan.ca_url, fingerprint(root), root)
     return found[root_path] != root, step_stale
 
@@ -120,7 +122,7 @@ def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
     defaults = {
         "ca-url": ca_url,
         "fingerprint": fingerprint(root),
-        "root": f"{step_dir}/certs/root_ca.crt",
+        "root": _step_root(step_dir),
     }
     dirs = {d: "700" for d in (step_dir, f"{step_dir}/certs", f"{step_dir}/config")}
     files = [
