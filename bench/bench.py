@@ -327,10 +327,10 @@ def fresh_and_reruns(clients: int, fresh_runs: int, reruns: int) -> dict[str, An
     floor, floor_ref = [], []
     if clients:
         progress(f"{hosts} hosts: the floor, one pyinfra fact per host ({ONE_FACT})")
+        base, full = inventory(bed, only_base=True), inventory(bed)
         for i in range(1, reruns + 1):
-            base = inventory(bed, only_base=True)
             floor_ref += deploy_n(base, f"ref-floor-4h-{hosts}h-{i}", 1, deploy=ONE_FACT)
-            floor += deploy_n(inventory(bed), f"floor-{hosts}h-{i}", 1, deploy=ONE_FACT)
+            floor += deploy_n(full, f"floor-{hosts}h-{i}", 1, deploy=ONE_FACT)
     return {
         "hosts": hosts,
         "fresh": fresh,

@@ -112,7 +112,8 @@ def system_trust_command(root: str | None) -> str:
     if root is None:
         return f"rm -f {SYSTEM_TRUST_FILE} && {update}"
     write = batch.write_files_command([(SYSTEM_TRUST_FILE, root, "644")])
-    return f"install -d -m 755 {SYSTEM_TRUST_FILE.rsplit('/', 1)[0]} && {write} && {update}"
+    anchors = {SYSTEM_TRUST_FILE.rsplit("/", 1)[0]: "755"}
+    return f"{batch.directories_command(anchors)} && {write} && {update}"
 
 
 def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
