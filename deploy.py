@@ -6,15 +6,18 @@ Phases, in order, each one module in tasks/:
   install etcd (creates its user)   tasks/etcd.py
   refuse a CA-less failover target  tasks/redundancy.py
   age on cert-managers (standbys)   tasks/redundancy.py
-  step-ca on the active manager     tasks/ca.py
-  CA material on standbys           tasks/redundancy.py (encrypted end to end)
+  step-ca on the active manager     tasks/ca.py (with its CRL)
+  revocations it must know again    tasks/crl.py (after a failover or restore)
   no CA keys on other hosts         tasks/redundancy.py
   trust the CA on every host        tasks/bootstrap.py
   issue certificates                tasks/certs.py
   renewal services and timers       tasks/renewal.py
   (the three at once on a new host,
    with its step install)           tasks/certs.py
-  etcd with mutual TLS              tasks/etcd.py
+  the CRL on every etcd member      tasks/crl.py
+  etcd with mutual TLS and the CRL  tasks/etcd.py
+  the CA's ledger of certificates   tasks/crl.py
+  CA material on standbys           tasks/redundancy.py (encrypted end to end)
 Every phase is idempotent: a second run changes nothing.
 """
 
@@ -22,6 +25,7 @@ from tasks.bootstrap import trust_ca
 from tasks.ca import init_ca
 from tasks.certs import first_certificates, is_new_host, issue_certificates
 from tasks.common import get_plan, this_host
+from tasks.crl import member_crl, reapply_revocations, record_ledger
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
 from tasks.redundancy import (
@@ -46,12 +50,11 @@ if me.is_cert_manager and get_plan().standbys:
     install_age()  # standbys receive the CA material age-encrypted
 if me.is_active_ca:
     init_ca()
+    reapply_revocations()  # what its database lacks after a failover or restore
 elif me.is_cert_manager:
     standby_ca()
 else:
     retire_ca_material()  # a former cert-manager keeps no CA keys
-if me.is_cert_manager and get_plan().standbys:
-    copy_ca_material()  # one operation on all cert-managers: runs after init_ca
 if new_host:  # the three below in one command
     first_certificates(with_step=step_with_certificates)
 else:
@@ -59,5 +62,10 @@ else:
     issue_certificates()
     renewal_units()
 if me.is_etcd:
+    member_crl()  # the CRL in place before etcd starts with it
     configure_etcd()
     report_health()
+if me.is_active_ca:
+    record_ledger()  # the certificates issued in this run and since the last one
+if me.is_cert_manager and get_plan().standbys:
+    copy_ca_material()  # one operation on all cert-managers: runs after the CA's own

@@ -1,20 +1,19 @@
-"""Remove a node: `pyinfra inventory.py remove_node.py --limit etcd-k8s-4`.
+"""Remove a node: `pyinfra inventory.py remove_node.py --limit HOST`.
 
-The node leaves the etcd cluster (`member remove`), etcd stops there (its data dir is
-kept aside, renamed), its certificates are revoked at the CA so they can no longer be
-renewed, and its renewal units, certificates and keys are removed. Afterwards delete
-the host from inventory.py. Run it for one host at a time; never for the active
-cert-manager (fail over first).
+HOST leaves the etcd cluster (`member remove`, through a surviving member), every
+certificate it holds is revoked at the CA by serial (found in the CA's ledger, so its
+key is not needed), every member takes the new CRL at once and restarts one at a time
+(connections opened before stay usable otherwise), and HOST's etcd (its data kept
+aside), renewal units, certificates and keys go. A node that cannot be reached (dead,
+stolen, wiped) is removed the same way, named with --data from a run of the
+cert-managers; the output lists what could not be done on it:
+
+    pyinfra inventory.py remove_node.py --limit etcd_cert_managers --data node=HOST
+
+Afterwards delete HOST from the inventory. Never for the active cert-manager (fail
+over first). A re-run finishes a half-done removal. Steps: tasks/revocation.py.
 """
 
-from pyinfra.api.exceptions import PyinfraError
+from tasks.revocation import remove_host
 
-from tasks.common import this_host
-from tasks.etcd import remove_member
-
-me = this_host()
-if me.is_active_ca:
-    raise PyinfraError(
-        f"{me.name} runs the active CA: make another cert-manager active first (README: failover)"
-    )
-remove_member()
+remove_host()

@@ -31,6 +31,7 @@ from .certs import (
     leaf_sans,
     lifetime_used,
 )
+from .crl import CrlInfo, crl_problem, inspect_crl
 from .plan import CertSpec, HostPlan
 
 ERROR = "error"
@@ -73,6 +74,15 @@ RULES = {
     "ca-secret-outside-ca-dir": "a CA key or password outside ca_dir on a cert-manager",
     "stray-private-key": "a private key the plan does not account for",
     "controller-private-key": "a private key or CA secret on the controller",
+    "cert-revoked": "a certificate on the host is revoked at the CA (etcd refuses it)",
+    "ca-crl": "the active CA serves no CRL at /1.0/crl",
+    "crl-missing": "an etcd member has no CRL (its etcd refuses every connection)",
+    "crl-invalid": "a member's CRL does not parse or is not signed by the CA",
+    "crl-expired": "a member's CRL is past its nextUpdate",
+    "crl-stale": "a member's CRL lacks revocations the CA's CRL lists",
+    "crl-behind": "a member's CRL is older than the CA's (warning: its timer fetches it)",
+    "crl-timer": "the member's CRL fetch timer is not enabled and active",
+    "crl-fetch-failed": "the last CRL fetch failed (warning; the installed CRL stays)",
 }
 
 # File names of CA secrets as step-ca lays them out ($STEPPATH/secrets/...).
@@ -142,7 +152,16 @@ class HostObservation:
     ca_service: UnitState | None = None
     secret_files: Sequence[str] = ()
     private_key_files: Sequence[str] = ()
+    crl: bytes | None = None  # an etcd member's installed CRL (DER)
     error: str | None = None  # facts could not be read at all
+
+
+@dataclass(frozen=True)
+class CaCrl:
+    """The active CA's current CRL and the intermediate that signs it."""
+
+    crl: CrlInfo | None
+    intermediate: str | None
 
 
 # ---------------------------------------------------------------------------
@@ -342,12 +361,72 @@ def evaluate_timer(
     return out
 
 
+CRL_UNIT = "etcd-pki-crl"
+
+
+def evaluate_crl(
+    hp: HostPlan, obs: HostObservation, ca: CaCrl | None, root_pem: str | None, now: datetime
+) -> list[Finding]:
+    """Revocation on ``hp``: its certificates not revoked; on a member, a CRL that etcd
+    can enforce (present, signed by the CA, current, listing what the CA's lists) and
+    the timer that keeps it so. ``ca`` None: the CA could not be read (not judged)."""
+    out: list[Finding] = []
+    name = hp.name
+    revoked = ca.crl.serials if ca and ca.crl else frozenset()
+    for spec in hp.certs:
+        found = obs.certs.get(spec.name)
+        if found and found.chain_pem:
+            try:
+                serial = x509.load_pem_x509_certificate(found.chain_pem[0].encode()).serial_number
+            except ValueError:
+                continue
+            if serial in revoked:
+                out.append(Finding(name, spec.crt, "cert-revoked", f"serial {serial} is revoked"))
+    if hp.is_active_ca and ca is not None and ca.crl is None:
+        out.append(Finding(name, hp.settings.ca_json, "ca-crl", "step-ca serves no CRL"))
+    if not hp.is_etcd:
+        return out
+    path = hp.settings.crl_file
+    problem = crl_problem(obs.crl, ca.intermediate if ca else None, root_pem, now)
+    if problem == "missing":
+        out.append(Finding(name, path, "crl-missing", "etcd refuses every connection without it"))
+    elif problem and "nextUpdate" in problem:
+        out.append(Finding(name, path, "crl-expired", problem))
+    elif problem:
+        out.append(Finding(name, path, "crl-invalid", problem))
+    elif ca and ca.crl:
+        mine = inspect_crl(obs.crl)  # it parses: crl_problem passed it
+        missing = ca.crl.serials - mine.serials
+        if missing:
+            out.append(Finding(name, path, "crl-stale", f"lacks {len(missing)} revoked serial(s)"))
+        elif mine.number is not None and ca.crl.number is not None and mine.number < ca.crl.number:
+            detail = f"CRL number {mine.number}, the CA's is {ca.crl.number}"
+            out.append(Finding(name, path, "crl-behind", detail, WARNING))
+    timer, service = (obs.timers.get(f"{CRL_UNIT}.{sfx}") for sfx in ("timer", "service"))
+    unit = f"{UNIT_DIR}/{CRL_UNIT}.timer"
+    if timer is None or not timer.loaded or timer.enabled != "enabled" or timer.active != "active":
+        state = f"{timer.enabled or 'no unit file'}, {timer.active}" if timer else "missing"
+        out.append(Finding(name, unit, "crl-timer", f"the CRL fetch timer is {state}"))
+    if service and service.result not in ("", "success"):
+        out.append(
+            Finding(
+                name,
+                f"{UNIT_DIR}/{CRL_UNIT}.service",
+                "crl-fetch-failed",
+                f"last run ended with Result={service.result}: journalctl -u {CRL_UNIT}",
+                WARNING,
+            )
+        )
+    return out
+
+
 def evaluate_host(
     hp: HostPlan,
     obs: HostObservation,
     root_pem: str | None,
     ca_files: Sequence[ExpectedFile] = (),
     now: datetime | None = None,
+    ca_crl: CaCrl | None = None,
 ) -> list[Finding]:
     """Every finding on host ``hp`` from ``obs``.
 
@@ -368,6 +447,7 @@ def evaluate_host(
         )
         timer, service = (obs.timers.get(f"{spec.unit}.{sfx}") for sfx in ("timer", "service"))
         out += evaluate_timer(spec, timer, service)
+    out += evaluate_crl(hp, obs, ca_crl, root_pem, now)
 
     if hp.certs:
         root_path = s.trusted_root

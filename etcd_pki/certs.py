@@ -134,8 +134,12 @@ def reissue_reason(
     root_pem: str,
     threshold_percent: int,
     now: datetime | None = None,
+    revoked: frozenset[int] = frozenset(),
 ) -> str | None:
-    """Why ``spec`` must be issued anew on its host, or None if what is there is good."""
+    """Why ``spec`` must be issued anew on its host, or None if what is there is good.
+
+    ``revoked``: serials the CA has revoked (etcd refuses them).
+    """
     now = now or datetime.now(UTC)
     if found is None or not found.chain_pem or found.crt_meta is None:
         return "certificate missing"
@@ -150,6 +154,8 @@ def reissue_reason(
         return "key does not match the certificate"
     if not chains_to(found.chain_pem, root_pem):
         return "not issued by this CA"
+    if leaf.serial_number in revoked:
+        return f"revoked at the CA (serial {leaf.serial_number})"
     if leaf.not_valid_after_utc <= now:
         return f"expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     if common_name(leaf) != spec.subject:

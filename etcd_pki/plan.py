@@ -30,6 +30,7 @@ CLUSTER_WIDE = (
     "cert_lifetime",
     "cert_lifetime_max",
     "cert_lifetime_min",
+    "crl_cache_duration",
     "dns_domain",
     "etcd_cluster_name",
     "etcd_client_port",

@@ -183,19 +183,22 @@ def install_material_script(
     ca_dir: str,
     files: Sequence[tuple[str, str, str, str]],
     dirs: Sequence[tuple[str, str, str, str]],
+    optional: Sequence[str] = (),
 ) -> str:
     """Shell fragment: install the decrypted material from ``$t/m`` into ``ca_dir``.
 
     ``files``/``dirs`` are (path, owner, group, mode) with real user names. Every file
-    must be in the archive; each one is installed with its owner and mode under a
-    temporary name, then renamed into place. Prints ``unchanged`` when every file was
-    already identical (nothing is touched then), else ``installed``.
+    but the ``optional`` ones must be in the archive; each one is installed with its
+    owner and mode under a temporary name, then renamed into place. Prints ``unchanged``
+    when every file was already identical (nothing is touched then), else ``installed``.
     """
     d = shlex.quote(ca_dir)
+    required = [f[0] for f in files if f[0] not in optional]
     lines = [
-        f"for f in {' '.join(shlex.quote(f[0]) for f in files)}; do "
+        f"for f in {' '.join(shlex.quote(f) for f in required)}; do "
         '[ -f "$t/m/$f" ] || { echo "the archive lacks $f" >&2; exit 4; }; done',
-        'same=1; for f in {}; do cmp -s "$t/m/$f" {}/"$f" || same=0; done'.format(
+        'same=1; for f in {}; do [ -f "$t/m/$f" ] || continue; '
+        'cmp -s "$t/m/$f" {}/"$f" || same=0; done'.format(
             " ".join(shlex.quote(f[0]) for f in files), d
         ),
         'if [ "$same" = 1 ]; then echo unchanged; else :',
@@ -207,8 +210,12 @@ def install_material_script(
     for path, owner, group, mode in files:
         target = shlex.quote(f"{ca_dir}/{path}")
         tmp = shlex.quote(f"{ca_dir}/{path}.restore-new")
-        lines.append(
+        install = (
             f'install -o {owner} -g {group} -m {mode} "$t/m/{path}" {tmp} && mv -f {tmp} {target}'
+        )
+        # An optional file an older archive lacks: the node's own is kept.
+        lines.append(
+            f'if [ -f "$t/m/{path}" ]; then {install}; fi' if path in optional else install
         )
     lines.append("echo installed; fi")
     return "; ".join(lines)

@@ -77,6 +77,9 @@ class Settings:
     ca_extra_sans: list[str]
     step_dir: str
     install_root_in_trust_store: bool
+    crl_cache_duration: str
+    crl_fetch_on_calendar: str
+    crl_fetch_randomized_delay: str
     ssl_dir: str
     dns_domain: str
     cert_lifetime: str
@@ -140,6 +143,21 @@ class Settings:
     def ca_json(self) -> str:
         """step-ca's configuration on a cert-manager."""
         return f"{self.ca_dir}/config/ca.json"
+
+    @property
+    def crl_file(self) -> str:
+        """The CRL etcd checks every new connection against (DER)."""
+        return f"{self.ssl_dir}/crl.der"
+
+    @property
+    def ledger(self) -> str:
+        """The CA's ledger of issued and revoked certificates (public data)."""
+        return f"{self.ca_dir}/ledger.tsv"
+
+    @property
+    def ca_intermediate(self) -> str:
+        """The intermediate certificate that signs leaves and the CRL (public)."""
+        return f"{self.ca_dir}/certs/intermediate_ca.crt"
 
     @property
     def ca_root(self) -> str:
@@ -233,12 +251,19 @@ def _check(v: dict[str, Any]) -> list[str]:
         out.append(f"`renew_threshold_percent` = {threshold!r} must be an integer 1..99")
     if v["renew_mode"] not in RENEW_MODES:
         out.append(f"`renew_mode` = {v['renew_mode']!r} is unknown; use one of {RENEW_MODES}")
+    for name in ("renew_randomized_delay", "crl_fetch_randomized_delay"):
+        try:
+            parse_duration(v[name])
+        except ValueError as e:
+            out.append(f"`{name}`: {e}")
+    for name in ("renew_on_calendar", "crl_fetch_on_calendar"):
+        if not re.fullmatch(r"[0-9A-Za-z*:,./~ -]+", str(v[name])):
+            out.append(f"`{name}` = {v[name]!r} is not an OnCalendar spec")
     try:
-        parse_duration(v["renew_randomized_delay"])
+        if parse_duration(v["crl_cache_duration"]) < 3600:
+            out.append(f"`crl_cache_duration` = {v['crl_cache_duration']!r} must be 1h or more")
     except ValueError as e:
-        out.append(f"`renew_randomized_delay`: {e}")
-    if not re.fullmatch(r"[0-9A-Za-z*:,./~ -]+", str(v["renew_on_calendar"])):
-        out.append(f"`renew_on_calendar` = {v['renew_on_calendar']!r} is not an OnCalendar spec")
+        out.append(f"`crl_cache_duration`: {e}")
     post = v["renew_post_command"]
     if post is not None and (not isinstance(post, str) or "\n" in post or not post.strip()):
         out.append("`renew_post_command` must be one line of shell, or None")

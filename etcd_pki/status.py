@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import ERROR, HostObservation, evaluate_cert, evaluate_timer
+from .audit import ERROR, CaCrl, HostObservation, evaluate_cert, evaluate_crl, evaluate_timer
 from .certs import common_name, leaf_sans, lifetime_used
+from .crl import LedgerEntry, inspect_crl
 from .plan import ClusterPlan, HostPlan
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -265,6 +266,86 @@ def render_html(data: dict[str, Any], template_dir: Path = TEMPLATE_DIR) -> str:
     env.filters["left"] = left_text
     env.filters["when"] = lambda iso: iso.replace("T", " ")[:16] if iso else "-"
     return env.get_template(HTML_TEMPLATE).render(**data, error_severity=ERROR)
+
+
+def crl_rows(
+    plan: ClusterPlan,
+    observations: dict[str, HostObservation],
+    ca: CaCrl | None,
+    root_pem: str | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Per etcd member: its CRL's number, thisUpdate, nextUpdate, revoked count, and what
+    the audit says of it ("ok" or the rules it breaks)."""
+    rows = []
+    for name, hp in plan.hosts.items():
+        obs = observations.get(name)
+        if obs is None or not hp.is_etcd or obs.error:
+            continue
+        row: dict[str, Any] = {"host": name, "number": None, "this_update": None}
+        row |= {"next_update": None, "revoked": None}
+        try:
+            info = inspect_crl(obs.crl) if obs.crl else None
+        except ValueError:
+            info = None
+        if info:
+            row |= {
+                "number": info.number,
+                "this_update": info.this_update.isoformat(timespec="seconds"),
+                "next_update": info.next_update.isoformat(timespec="seconds")
+                if info.next_update
+                else None,
+                "revoked": len(info.serials),
+            }
+        rules = [
+            f.rule for f in evaluate_crl(hp, obs, ca, root_pem, now) if f.rule.startswith("crl-")
+        ]
+        row["state"] = ", ".join(rules) or "ok"
+        rows.append(row)
+    return rows
+
+
+def revoked_list(ca: CaCrl | None, ledger: list[LedgerEntry]) -> list[dict[str, Any]]:
+    """The serials the CA's CRL lists, with what the ledger knows of each."""
+    if not ca or not ca.crl:
+        return []
+    known = {e.serial: e for e in ledger if e.kind == "revoked"}
+    out = []
+    for serial in sorted(ca.crl.serials):
+        e = known.get(serial)
+        out.append(
+            {
+                "serial": str(serial),
+                "subject": e.subject if e else None,
+                "reason": e.detail if e else None,
+                "revoked_at": e.time if e else None,
+            }
+        )
+    return out
+
+
+def render_revocation(ca: CaCrl | None, rows: list[dict], revoked: list[dict]) -> str:
+    """The CRL lines of the terminal report."""
+    if ca is None:
+        return "CRL: the CA could not be read"
+    ca_line = (
+        f"CRL of the CA: number {ca.crl.number}, next update {_when(ca.crl.next_update)} UTC, "
+        f"{len(ca.crl.serials)} revoked"
+        if ca.crl
+        else "CRL of the CA: none served"
+    )
+    lines = [ca_line]
+    for r in rows:
+        nxt = (r["next_update"] or "-").replace("T", " ")[:16]
+        lines.append(
+            f"  {r['host']}: number {r['number'] if r['number'] is not None else '-'}, "
+            f"next update {nxt}, {r['revoked'] if r['revoked'] is not None else '-'} revoked"
+            f" ({r['state']})"
+        )
+    for r in revoked:
+        about = ", ".join(filter(None, (r["subject"], r["reason"], r["revoked_at"])))
+        lines.append(f"  revoked {r['serial']}" + (f" ({about})" if about else ""))
+    return "\n".join(lines)
 
 
 def root_info(root_pem: str | None) -> dict[str, Any] | None:

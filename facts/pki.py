@@ -146,3 +146,44 @@ class CaClaims(FactBase):
             if value:
                 claims[key.strip().strip('"')] = value.strip().strip('"')
         return claims
+
+
+class FileBase64(FactBase):
+    """A public binary file (a DER CRL) as base64 text, or None when it is missing.
+
+    .. code:: python
+
+        host.get_fact(FileBase64, path="/etc/etcd/ssl/crl.der")
+    """
+
+    def command(self, path: str) -> str:
+        p = shlex.quote(path)
+        return f"if [ -f {p} ]; then base64 -w0 {p}; echo; else echo __missing__; fi"
+
+    def process(self, output: list[str]) -> str | None:
+        if output == ["__missing__"]:
+            return None
+        return "".join(output)
+
+
+class HttpsBase64(FactBase):
+    """What ``url`` serves (public: the CA's CRL) as base64, fetched with curl or wget and
+    verified against ``root``; None when it cannot be fetched.
+
+    .. code:: python
+
+        host.get_fact(HttpsBase64, url="https://127.0.0.1:9000/1.0/crl", root="/etc/...")
+    """
+
+    def command(self, url: str, root: str) -> str:
+        u, r = shlex.quote(url), shlex.quote(root)
+        return (
+            f"o=$(if command -v curl >/dev/null; then curl -fsS --max-time 5 --cacert {r} {u}"
+            f" | base64 -w0; else wget -q -T 5 --ca-certificate={r} -O- {u} | base64 -w0; fi"
+            ' 2>/dev/null) && [ -n "$o" ] && echo "$o" || echo __missing__'
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        if output == ["__missing__"] or not output:
+            return None
+        return "".join(output)

@@ -65,6 +65,19 @@ step_dir = "/etc/step"
 install_root_in_trust_store = False
 
 # ---------------------------------------------------------------------------
+# Revocation (docs: revocation): step-ca publishes a CRL, every etcd member enforces it
+# ---------------------------------------------------------------------------
+
+# How long a CRL is valid (its nextUpdate): step-ca's crl.cacheDuration. step-ca makes
+# a new one at 2/3 of it and on every revocation. etcd does not check nextUpdate itself
+# (an old CRL still blocks what it lists); the members' fetch and the audit do.
+crl_cache_duration = "24h"
+# When each member fetches and checks the CRL (systemd OnCalendar) and the random
+# spread. The deploy, remove_node.py and revoke.py also push a new CRL at once.
+crl_fetch_on_calendar = "hourly"
+crl_fetch_randomized_delay = "5m"
+
+# ---------------------------------------------------------------------------
 # CA redundancy: standbys, backups (README: failover, backup and restore)
 # ---------------------------------------------------------------------------
 

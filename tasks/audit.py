@@ -37,6 +37,7 @@ from pyinfra.operations import python
 
 from etcd_pki.audit import (
     ERROR,
+    CaCrl,
     ExpectedFile,
     Finding,
     HostObservation,
@@ -44,12 +45,16 @@ from etcd_pki.audit import (
     scan_controller,
     summary,
 )
+from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.plan import HostPlan
 from etcd_pki.status import host_rows, left_text
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
-from facts.pki import CertStates, PublicFile
+from facts.pki import CertStates, FileBase64, HttpsBase64, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
 from tasks.common import ca_root_pem, get_plan, node_name, pyinfra_host, this_host
+from tasks.crl import SERVICE as CRL_SERVICE
+from tasks.crl import TIMER as CRL_TIMER
+from tasks.crl import local_crl_url
 from tasks.install import DOWNLOAD_DIR
 
 # Where a CA secret (by file name) is searched for on every host.
@@ -85,6 +90,26 @@ def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
         ExpectedFile(f"{s.ca_dir}/{path}".rstrip("/"), who(owner), who(group), mode)
         for path, owner, group, mode in (*CA_FILES, *CA_DIRS)
     ]
+
+
+_ca_crls: dict[int, CaCrl | None] = {}
+
+
+def ca_crl_or_none() -> CaCrl | None:
+    """The active CA's current CRL and intermediate (read once per run), or None when
+    the CA cannot be read."""
+    key = id(ctx_inventory.get())
+    if key not in _ca_crls:
+        plan = get_plan()
+        s = plan.ca.settings
+        ca = pyinfra_host(plan.active_ca)
+        try:
+            der = decode_b64(ca.get_fact(HttpsBase64, url=local_crl_url(s), root=s.ca_root))
+            intermediate = ca.get_fact(PublicFile, path=s.ca_intermediate)
+            _ca_crls[key] = CaCrl(inspect_crl(der) if der else None, intermediate)
+        except (PyinfraError, ValueError):
+            _ca_crls[key] = None
+    return _ca_crls[key]
 
 
 def root_or_none() -> str | None:
@@ -123,18 +148,23 @@ def _observe(me: HostPlan, full: bool) -> HostObservation:
         units = tuple(f"{c.unit}.{sfx}" for c in me.certs for sfx in ("timer", "service"))
         if me.is_cert_manager:
             units += ("step-ca.service",)
+        if me.is_etcd:
+            units += (CRL_TIMER, CRL_SERVICE)
         unit_states = fact(UnitStates, units=units) if units else {}
         if not full:
-            return HostObservation(certs=certs, timers=unit_states)
+            crl = fact(FileBase64, path=s.crl_file) if me.is_etcd else None
+            return HostObservation(certs=certs, timers=unit_states, crl=decode_b64(crl))
         root_path = s.trusted_root
         paths = (root_path,)
         if me.is_cert_manager:
             paths += tuple(f.path for f in expected_ca_files(me))
         key_dirs = tuple(dict.fromkeys((s.ssl_dir, s.step_dir, s.ca_dir, *KEY_DIRS)))
         roots = tuple(host.data.get("audit_secret_roots") or SECRET_ROOTS)
+        crl = fact(FileBase64, path=s.crl_file) if me.is_etcd else None
         return HostObservation(
             certs=certs,
             timers=unit_states,
+            crl=decode_b64(crl),
             root_pem=fact(PublicFile, path=root_path) if me.certs else None,
             stats=fact(FileStats, paths=paths),
             ca_service=unit_states.get("step-ca.service"),
@@ -208,7 +238,7 @@ def audit_host() -> None:
     root = root_or_none()
     obs = observe(me)
     ca_files = expected_ca_files(me) if me.is_cert_manager else []
-    found = evaluate_host(me, obs, root, ca_files)
+    found = evaluate_host(me, obs, root, ca_files, ca_crl=ca_crl_or_none())
     rows = [] if obs.error else host_rows(me, obs, root, datetime.now(UTC))
     expiry = [
         {k: r.as_dict()[k] for k in ("host", "name", "not_after", "days_left", "used_percent")}

@@ -8,11 +8,12 @@ from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
+from etcd_pki.crl import crl_block, crl_config_matches, set_crl_command
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_names_command
 from etcd_pki.settings import Settings, parse_duration
 from facts.pki import CaClaims, PublicFile, StepVersions
-from facts.redundancy import CaDnsNames
+from facts.redundancy import CaCrlConfig, CaDnsNames
 from facts.snapshot import Snapshot, Want
 from tasks import batch
 from tasks.common import (
@@ -37,6 +38,8 @@ CA_FILES = (
     ("secrets/intermediate_ca_key", "CA", "CA", "400"),
     ("secrets/password", "CA", "CA", "400"),
     ("secrets/provisioner_password", "root", "root", "400"),
+    # Every certificate step-ca issued and every revocation (public data: tasks/crl.py).
+    ("ledger.tsv", "root", "root", "644"),
 )
 CA_DIRS = (
     ("", "root", "CA", "750"),
@@ -62,11 +65,12 @@ CLAIMS = {
 }
 
 
-def claims_command(s: Settings) -> str:
-    """Write the lifetime claims into the provisioner in ca.json (offline edit)."""
+def claims_command(s: Settings, ca_json: str | None = None) -> str:
+    """Write the lifetime claims into the provisioner in ca.json (offline edit; `step`
+    parses the whole file as step-ca does and writes it back in its own layout)."""
     return (
         f"STEPPATH={s.ca_dir} {s.bin_dir}/step ca provisioner update "
-        f"{shlex.quote(s.ca_provisioner)} --ca-config {s.ca_json} "
+        f"{shlex.quote(s.ca_provisioner)} --ca-config {ca_json or s.ca_json} "
         f"--x509-min-dur={s.cert_lifetime_min} --x509-max-dur={s.cert_lifetime_max} "
         f"--x509-default-dur={s.cert_lifetime}"
     )
@@ -80,6 +84,28 @@ def claims_match(found: dict[str, str], s: Settings) -> bool:
         )
     except (KeyError, ValueError):
         return False
+
+
+def crl_config_command(s: Settings) -> str:
+    """Set ca.json's `crl` object: step-ca publishes a CRL valid for `crl_cache_duration`
+    and makes a new one on every revocation. The edited copy is parsed and rewritten by
+    `step` (`claims_command`) before it replaces ca.json: a file step-ca could not read
+    is never put in place."""
+    f = shlex.quote(s.ca_json)
+    return (
+        f"set -e; tmp=$(mktemp {f}.XXXXXX); trap 'rm -f \"$tmp\"' EXIT; "
+        + set_crl_command(s.ca_json, crl_block(s.crl_cache_duration))
+        + "; "
+        + claims_command(s, ca_json='"$tmp"')
+        + f' >/dev/null; chown --reference={f} "$tmp"; chmod --reference={f} "$tmp"; '
+        f'mv -f "$tmp" {f}; trap - EXIT'
+    )
+
+
+def ledger_command(s: Settings) -> str:
+    """Create the CA's empty ledger where it is missing (tasks/crl.py fills it)."""
+    ledger = shlex.quote(s.ledger)
+    return f"[ -e {ledger} ] || install -m 644 -o root -g root /dev/null {ledger}"
 
 
 def init_command(plan: ClusterPlan, s: Settings) -> str:
@@ -98,7 +124,9 @@ def init_command(plan: ClusterPlan, s: Settings) -> str:
         f"--name={shlex.quote(s.ca_name)} {dns} --address=:{s.ca_port} "
         f"--provisioner={shlex.quote(s.ca_provisioner)} --with-ca-url={plan.ca_url} "
         f"--password-file={d}/secrets/password "
-        f"--provisioner-password-file={d}/secrets/provisioner_password; " + claims_command(s)
+        f"--provisioner-password-file={d}/secrets/provisioner_password; "
+        + claims_command(s)
+        + f"; {ledger_command(s)}; {crl_config_command(s)}"
     )
 
 
@@ -170,6 +198,7 @@ def _reads(me: HostPlan) -> Want:
     if me.is_active_ca:  # what init_ca compares with the plan (no secret among them)
         ca_json = f"{d}/config/ca.json"
         want |= fact_want(CaClaims, ca_json=ca_json) | fact_want(CaDnsNames, ca_json=ca_json)
+        want |= fact_want(CaCrlConfig, ca_json=ca_json)
         want |= fact_want(PublicFile, path=f"{d}/config/defaults.json")
     return want
 
@@ -221,11 +250,21 @@ def init_ca() -> None:
             commands=[init_command(plan, s)],
         )
         claims_changed = initialised
-        names_changed = url_changed = None
+        names_changed = url_changed = crl_changed = None
     else:
         initialised = None
-        claims_changed = None
+        claims_changed = crl_changed = None
         names_changed, url_changed = _converge_ca_names(plan, s)
+        if not before.is_file(s.ledger):
+            server.shell(name=f"Create the CA's ledger {s.ledger}", commands=[ledger_command(s)])
+        if not crl_config_matches(
+            fact_before_run(CaCrlConfig, ca_json=s.ca_json), s.crl_cache_duration
+        ):
+            crl_changed = server.shell(
+                name=f"ca.json crl: publish a CRL (valid {s.crl_cache_duration}), "
+                "a new one on every revocation",
+                commands=[crl_config_command(s)],
+            )
         if not claims_match(claims, s):
             claims_changed = server.shell(
                 name=f"Set certificate lifetimes in ca.json (min {s.cert_lifetime_min}, "
@@ -233,7 +272,9 @@ def init_ca() -> None:
                 commands=[claims_command(s)],
             )
 
-    untouched = claims is not None and not (claims_changed or names_changed or url_changed)
+    untouched = claims is not None and not (
+        claims_changed or names_changed or url_changed or crl_changed
+    )
     ca_permissions(s, before if untouched else None)
 
     unit_data = {"ca_dir": d, "ca_user": s.ca_user, "bin_dir": s.bin_dir, "ca_port": s.ca_port}
@@ -258,12 +299,13 @@ def init_ca() -> None:
             service="step-ca.service",
             restarted=True,
         )
-    elif unit or names_changed:
+    elif unit or names_changed or crl_changed:
+        # step-ca reads its TLS names and the crl settings only at start.
         restarted = systemd.service(
-            name="Restart step-ca (unit or its own TLS names changed)",
+            name="Restart step-ca (unit, its own TLS names or its CRL settings changed)",
             service="step-ca.service",
             restarted=True,
-            _if=any_changed(*(op for op in (unit, names_changed) if op)),
+            _if=any_changed(*(op for op in (unit, names_changed, crl_changed) if op)),
         )
     if initialised or not before.unit_is("step-ca.service", running=True, enabled=True):
         started = batch.units_enabled(name="step-ca enabled and running", units=["step-ca.service"])

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 import gevent
 import gevent.event
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_inventory
 from pyinfra.operations import files, server
 
+from etcd_pki.ca_commands import mint_command, provisioner_key_lookup  # noqa: F401
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
-from etcd_pki.settings import Settings
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_commands, trust_name
@@ -32,10 +32,13 @@ from tasks.common import (
     get_plan,
     pyinfra_host,
     reads,
+    run_on,
+    run_state,
     snapshot,
     spawn_in_context,
     this_host,
 )
+from tasks.crl import ca_view
 from tasks.install import step_command
 from tasks.renewal import renewal_units, units_command
 
@@ -49,53 +52,6 @@ KEY_FLAGS = {
 # requests that arrive together are gathered and minted by one command on the CA, which
 # decrypts the key once (see `mint_command`).
 GATHER_SECONDS = 0.1
-
-
-def provisioner_key_lookup(ca_json: str, provisioner: str) -> str:
-    """Shell that sets ``$1`` to the provisioner's kid and ``$2`` to its encrypted key,
-    found in ``ca_json`` by the provisioner's name (`step ca init` writes the name, then
-    the key with its kid, then encryptedKey); both empty when not found."""
-    program = (
-        'index($0, "\\"name\\": \\"" n "\\"") { p = 1 } '
-        'p && /"(kid|encryptedKey)":/ { split($0, f, "\\""); print f[4]; '
-        'if (f[2] == "encryptedKey") exit }'
-    )
-    return f"set -- $(awk -v n={shlex.quote(provisioner)} {shlex.quote(program)} {ca_json})"
-
-
-def mint_command(ca: Settings, ca_url: str, certs: Sequence[CertSpec]) -> str:
-    """One command on the CA (settings ``ca``) that prints ``token <i> <jwt>`` or
-    ``error <i> <why>`` for each of ``certs``.
-
-    The provisioner key is decrypted once into a shell variable and handed to each
-    `step ca token` on stdin: it is never written to a file, an argument or the output.
-    When that fails (a ca.json laid out otherwise), each token is minted with the
-    password file instead, which is only slower. As many tokens are minted at once as
-    the CA node has CPUs.
-    """
-    step, password = f"{ca.bin_dir}/step", f"{ca.ca_dir}/secrets/provisioner_password"
-    common = f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} --root {ca.ca_root}"
-    lines = [
-        "umask 077; e=$(mktemp -d); trap 'rm -rf \"$e\"' EXIT",
-        provisioner_key_lookup(ca.ca_json, ca.ca_provisioner),
-        f'key=$(printf %s "$2" | {step} crypto jwe decrypt --password-file {password} '
-        "2>/dev/null) || key=",
-        # the decrypted key must be the provisioner's (kid), else the slow way
-        """case $key in *'"kid":"'"$1"'"'*) ;; *) key= ;; esac""",
-        'mint() { if [ -n "$key" ]; then printf %s "$key" | '
-        f'STEPPATH={ca.ca_dir} {step} ca token "$@" --key /dev/stdin {common}; '
-        f'else STEPPATH={ca.ca_dir} {step} ca token "$@" '
-        f"--provisioner-password-file {password} {common}; fi; }}",
-        # One token's line (a single short write: lines of parallel jobs stay whole).
-        'one() { i=$1; shift; if t=$(mint "$@" 2>"$e/$i"); then echo "token $i $t"; '
-        """else echo "error $i $(tr '\\n' ' ' < "$e/$i" | tail -c 300)"; fi; }""",
-        "cpus=$(nproc 2>/dev/null || echo 1)",
-    ]
-    for i, cert in enumerate(certs):
-        sans = (f"--san {shlex.quote(n)}" for n in cert.sans)
-        args = " ".join([shlex.quote(cert.subject), *sans])
-        lines.append(f"one {i} {args} & [ $(({i + 1} % cpus)) -ne 0 ] || wait")
-    return "; ".join([*lines, "wait"])
 
 
 def parse_minted(output: str, certs: Sequence[CertSpec], ca: str) -> list[str | PyinfraError]:
@@ -129,6 +85,7 @@ class _Minter:
     def tokens(self, certs: Sequence[CertSpec]) -> list[str]:
         if not certs:
             return []
+        run_state().minted = True
         waits = []
         for cert in certs:
             waits.append(gevent.event.AsyncResult())
@@ -155,19 +112,10 @@ class _Minter:
 
     def _mint(self, certs: list[CertSpec]) -> list[str | PyinfraError]:
         ca = self.plan.active_ca
-        ca_host = pyinfra_host(ca)
-        try:
-            if not ca_host.connected:
-                ca_host.connect(reason="to mint certificate tokens", raise_exceptions=True)
-            ok, output = ca_host.run_shell_command(
-                StringCommand(mint_command(self.plan.ca.settings, self.plan.ca_url, certs)),
-                print_output=False,
-            )
-        except Exception as e:  # a lost connection fails these certificates, not the run
-            raise PyinfraError(f"could not mint tokens on {ca}: {e}") from None
-        if not ok:
-            raise PyinfraError(f"could not mint tokens on {ca}: {output.stderr.strip()[-300:]}")
-        return parse_minted(output.stdout, certs, ca)
+        command = mint_command(self.plan.ca.settings, self.plan.ca_url, certs)
+        # A lost connection fails these certificates, not the run.
+        output = run_on(pyinfra_host(ca), command, "minting certificate tokens")
+        return parse_minted(output, certs, ca)
 
 
 _minters: dict[int, _Minter] = {}
@@ -199,9 +147,10 @@ def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
     for cert in certs:
         parts.append(
             # `step` gets /dev/null: the remaining lines of stdin are the next tokens.
+            # The token reaches step in its environment, never on a command line.
             "read -r token; "
-            f"STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate {shlex.quote(cert.subject)} "
-            f'"$tmp/crt" "$tmp/key" --token "$token" --not-after {s.cert_lifetime} '
+            f'STEP_TOKEN="$token" STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate '
+            f'{shlex.quote(cert.subject)} "$tmp/crt" "$tmp/key" --not-after {s.cert_lifetime} '
             f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.trusted_root} --force "
             ">/dev/null </dev/null; "
             f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
@@ -263,6 +212,7 @@ def issue_certificates() -> None:
     step_ready = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step") == s.step_version
     # A new host has none of the files: nothing to read (only this task writes them).
     none_there = _none_there(me, before)
+    revoked = ca_view().revoked  # a revoked certificate is issued anew (new key)
 
     def check() -> bool:
         if none_there:
@@ -278,7 +228,9 @@ def issue_certificates() -> None:
         root = ca_root_pem()
         todo["issue"], todo["fix"] = [], []
         for cert in me.certs:
-            reason = reissue_reason(found.get(cert.name), cert, root, s.renew_threshold_percent)
+            reason = reissue_reason(
+                found.get(cert.name), cert, root, s.renew_threshold_percent, revoked=revoked
+            )
             if reason:
                 todo["issue"].append((cert, reason))
             elif permission_problems(found[cert.name], cert):

@@ -6,14 +6,16 @@ import functools
 import operator
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import TypeVar
 
 import gevent
 import gevent.lock
 from pyinfra import host, inventory, logger, state
-from pyinfra.api import FactBase, Host
-from pyinfra.api.exceptions import NestedOperationError, PyinfraError
+from pyinfra.api import FactBase, Host, StringCommand
+from pyinfra.api.arguments import pop_global_arguments
+from pyinfra.api.exceptions import ConnectError, NestedOperationError, PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.util import get_template
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory
@@ -25,6 +27,23 @@ from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
 _plans: dict[int, ClusterPlan] = {}
+
+
+@dataclass
+class RunState:
+    """What this run has done so far, shared by every host's tasks."""
+
+    minted: bool = False  # one-time tokens were handed out: step-ca issued certificates
+
+
+_run_states: dict[int, RunState] = {}
+
+
+def run_state() -> RunState:
+    """This run's `RunState` (one per inventory: tests run several in one process)."""
+    return _run_states.setdefault(id(ctx_inventory.get()), RunState())
+
+
 T = TypeVar("T")
 
 
@@ -103,6 +122,58 @@ def call(
         return True
 
     return python.call(name=name, function=run, _if=condition, **kwargs)
+
+
+# pyinfra's global arguments that decide how a command runs on a host (become root with
+# sudo, which shell, ...): operations get them from pyinfra; execute-time callbacks pass
+# them to `run_shell_command` themselves (see `run_on`).
+CONNECTOR_ARGUMENTS = (
+    "_sudo",
+    "_sudo_user",
+    "_use_sudo_login",
+    "_sudo_password",
+    "_preserve_sudo_env",
+    "_su_user",
+    "_use_su_login",
+    "_preserve_su_env",
+    "_su_shell",
+    "_su_password",
+    "_doas",
+    "_doas_user",
+    "_dzdo",
+    "_dzdo_user",
+    "_shell_executable",
+)
+
+
+def connector_arguments(h: Host) -> dict[str, object]:
+    """How this run executes commands on ``h`` (`--sudo`, `_sudo` in group_data, ...):
+    pyinfra's global arguments from the CLI, the config and ``h``'s data."""
+    arguments, _ = pop_global_arguments(state, h, {})
+    return {k: arguments[k] for k in CONNECTOR_ARGUMENTS if k in arguments}  # type: ignore[literal-required]
+
+
+def run_on(h: Host, command: str, what: str, stdin: str | list[str] | None = None) -> str:
+    """Run ``command`` on ``h`` (connected now if it is not: a host outside --limit) as
+    this run runs commands there, printing nothing; its stdout. A failure raises
+    PyinfraError naming the host and ``what``.
+    """
+    try:
+        if not h.connected:
+            h.connect(reason=f"for {what}", raise_exceptions=True)
+        extra = {"_stdin": stdin} if stdin is not None else {}
+        ok, out = h.run_shell_command(
+            StringCommand(command), print_output=False, **connector_arguments(h), **extra
+        )
+    except ConnectError as e:
+        raise PyinfraError(f"{what} on {node_name(h)}: cannot reach it ({e})") from None
+    except PyinfraError:
+        raise
+    except Exception as e:  # a connection lost on the way
+        raise PyinfraError(f"{what} on {node_name(h)}: cannot reach it ({e})") from None
+    if not ok:
+        raise PyinfraError(f"{what} failed on {node_name(h)}: {out.stderr.strip()[-400:]}")
+    return out.stdout
 
 
 def pyinfra_host(name: str) -> Host:

@@ -8,6 +8,8 @@ own client certificate, so `--limit NEW-HOST` touches no other host.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from io import StringIO
 
 from pyinfra import host, logger
@@ -263,10 +265,9 @@ def configure_etcd() -> None:
         waited_on = []
         if reconfigured:
             waited_on.append(
-                systemd.service(
-                    name=f"Restart {service} (configuration changed)",
-                    service=service,
-                    restarted=True,
+                server.shell(
+                    name=f"Restart {service} (configuration changed), one member at a time",
+                    commands=[rolling_restart_command(me, plan.etcd_members)],
                     _if=reconfigured.did_change,
                     _serial=True,  # one member at a time keeps quorum
                 )
@@ -284,6 +285,23 @@ def configure_etcd() -> None:
             f"{health}; exit 1"
         ],
         _if=any_changed(*waited_on),
+    )
+
+
+def rolling_restart_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
+    """Restart etcd on ``me`` only once every one of ``members`` answers healthy, and come
+    back only when ``me`` is healthy again (run for one member at a time: quorum is kept)."""
+    service = shlex.quote(f"{me.settings.etcd_service_name}.service")
+    endpoints = ",".join(m.client_url for m in members)
+    everyone = etcdctl(me, endpoints, "endpoint", "health")
+    local = etcdctl(me, f"https://127.0.0.1:{me.settings.etcd_client_port}", "endpoint", "health")
+    return (
+        f"for i in $(seq 1 60); do {everyone} >/dev/null 2>&1 && break; "
+        f"[ $i = 60 ] && {{ echo 'not every etcd member is healthy: {me.name} is not restarted' "
+        f">&2; {everyone} >&2; exit 1; }}; sleep 1; done; "
+        f"systemctl restart {service}; "
+        f"for i in $(seq 1 120); do {local} >/dev/null 2>&1 && exit 0; sleep 1; done; "
+        f"echo 'etcd on {me.name} not healthy 120 s after its restart' >&2; {local} >&2; exit 1"
     )
 
 

@@ -45,7 +45,7 @@ from etcd_pki.redundancy import (
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
-from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
+from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot, ledger_command
 from tasks.common import (
     call,
     get_plan,
@@ -55,10 +55,13 @@ from tasks.common import (
     snapshots_of,
     this_host,
 )
+from tasks.crl import scan_ledger_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
+# Backups made before the ledger existed lack it; a restore keeps the node's own then.
+OPTIONAL_MATERIAL = ("ledger.tsv",)
 CA_SERVICE = "step-ca.service"
 
 
@@ -82,7 +85,7 @@ def _real(value: str, s: Settings) -> str:
 def _install_script(s: Settings) -> str:
     files = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_FILES]
     dirs = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_DIRS]
-    return install_material_script(s.ca_dir, files, dirs)
+    return install_material_script(s.ca_dir, files, dirs, optional=OPTIONAL_MATERIAL)
 
 
 def _connected(h: Host, reason: str) -> Host:
@@ -382,6 +385,8 @@ def take_backup() -> None:
     upload = _s3_upload(s)
 
     def backup() -> None:
+        # The ledger up to date first: a restore of this backup can revoke by serial.
+        _run(host, f"umask 022; {ledger_command(s)} && {scan_ledger_command(s)}", "the ledger")
         ciphertext = _run(
             host,
             encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients, db_service=CA_SERVICE),

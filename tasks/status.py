@@ -16,9 +16,20 @@ from pyinfra.context import ctx_inventory
 from pyinfra.operations import python
 
 from etcd_pki.audit import HostObservation
-from etcd_pki.status import host_rows, render_html, render_table, report_data, root_info
-from tasks.audit import _active_in_order, observe, root_or_none
-from tasks.common import get_plan, node_name, this_host
+from etcd_pki.crl import LedgerEntry
+from etcd_pki.status import (
+    crl_rows,
+    host_rows,
+    render_html,
+    render_revocation,
+    render_table,
+    report_data,
+    revoked_list,
+    root_info,
+)
+from facts.redundancy import LedgerLines
+from tasks.audit import _active_in_order, ca_crl_or_none, observe, root_or_none
+from tasks.common import get_plan, node_name, pyinfra_host, this_host
 
 DEFAULT_DIR = "reports"
 
@@ -36,6 +47,17 @@ def write_report(directory: Path, data: dict, html: str) -> tuple[Path, Path]:
         tmp.replace(target)
         written.append(target)
     return written[0], written[1]
+
+
+def ca_ledger() -> list[LedgerEntry]:
+    """The revocations the active CA's ledger records ([] when it cannot be read)."""
+    plan = get_plan()
+    try:
+        return pyinfra_host(plan.active_ca).get_fact(
+            LedgerLines, path=plan.ca.settings.ledger, kind="revoked"
+        )
+    except Exception:  # noqa: BLE001 - the report says the CA could not be read
+        return []
 
 
 @deploy("Status report")
@@ -69,11 +91,17 @@ def status_report() -> None:
             if h in state.failed_hosts and node_name(h) not in observations:
                 unreachable[node_name(h)] = "connection failed"
         data = report_data(plan, rows, unreachable, now, root_info(root))
+        ca = ca_crl_or_none()
+        members = crl_rows(plan, observations, ca, root, now)
+        revoked = revoked_list(ca, ca_ledger())
+        data["crl"] = {"members": members, "revoked": revoked}
         directory = Path(state.cwd or ".") / str(host.data.get("status_dir") or DEFAULT_DIR)
         json_path, html_path = write_report(directory, data, render_html(data))
         click.echo(
             "--> Certificate status\n"
             + render_table(plan, rows, unreachable)
+            + "\n"
+            + render_revocation(ca, members, revoked)
             + f"\nwritten: {json_path}, {html_path}"
         )
         return False  # reporting is not a change

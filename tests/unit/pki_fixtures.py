@@ -72,6 +72,10 @@ class Ca:
     def root_pem(self) -> str:
         return pem(self.root)
 
+    @property
+    def pem_inter(self) -> str:
+        return pem(self.inter)
+
     def leaf(
         self,
         spec: CertSpec,
@@ -106,6 +110,61 @@ class Ca:
         )
         return pem(cert) + pem(self.inter), key
 
+    def crl(
+        self,
+        serials: tuple[int, ...] = (),
+        *,
+        number: int = 1,
+        this_update: datetime | None = None,
+        next_update: datetime | None = None,
+        signer=None,
+        issuer: x509.Name | None = None,
+    ) -> bytes:
+        """A DER CRL as step-ca makes it (signed by the intermediate unless ``signer``)."""
+        this_update = this_update or datetime.now(UTC) - timedelta(minutes=1)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer or self.inter.subject)
+            .last_update(this_update)
+            .next_update(next_update or this_update + timedelta(hours=24))
+            .add_extension(x509.CRLNumber(number), critical=False)
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(this_update)
+                .build()
+            )
+        crl = builder.sign(signer or self.inter_key, hashes.SHA256())
+        return crl.public_bytes(serialization.Encoding.DER)
+
+    def server(self, ip: str = "127.0.0.1") -> tuple[str, str]:
+        """(chain PEM, key PEM) of a TLS server certificate for ``ip``, as step-ca's own."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(ip))
+            .issuer_name(self.inter.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self.inter_key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return pem(cert) + pem(self.inter), key_pem
+
 
 def good_cert(ca: Ca, spec: CertSpec, **kwargs) -> CertOnHost:
     chain, key = ca.leaf(spec, **kwargs)
@@ -138,6 +197,13 @@ def good_observation(ca: Ca, hp: HostPlan, **cert_kwargs) -> HostObservation:
         )
         for c in hp.certs
     }
+    if hp.is_etcd:
+        timers["etcd-pki-crl.timer"] = UnitState(
+            "etcd-pki-crl.timer", True, "enabled", "active", NOW + timedelta(minutes=40), None
+        )
+        timers["etcd-pki-crl.service"] = UnitState(
+            "etcd-pki-crl.service", True, "static", "inactive", result="success"
+        )
     stats: dict[str, FileStat | None] = {
         f"{s.ssl_dir}/root_ca.crt": FileStat("root", "root", "644")
     }
@@ -164,4 +230,5 @@ def good_observation(ca: Ca, hp: HostPlan, **cert_kwargs) -> HostObservation:
             else []
         ),
         private_key_files=keys,
+        crl=ca.crl() if hp.is_etcd else None,
     )

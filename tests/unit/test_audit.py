@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -19,6 +20,7 @@ from etcd_pki.audit import (
     ERROR,
     RULES,
     WARNING,
+    CaCrl,
     FileStat,
     Finding,
     HostObservation,
@@ -32,6 +34,7 @@ from etcd_pki.audit import (
     summary,
 )
 from etcd_pki.certs import FileMeta
+from etcd_pki.crl import inspect_crl
 from etcd_pki.plan import build_plan
 
 from .conftest import seed_hosts
@@ -53,11 +56,12 @@ def plan(defaults):
 DEFAULT = object()
 
 
-def audit(plan, ca, name, obs=None, root=DEFAULT):
+def audit(plan, ca, name, obs=None, root=DEFAULT, ca_crl=None):
     hp = plan.hosts[name]
     obs = obs or good_observation(ca, hp)
     ca_files = expected_ca_files(hp) if hp.is_cert_manager else []
-    return evaluate_host(hp, obs, ca.root_pem if root is DEFAULT else root, ca_files, NOW)
+    root = ca.root_pem if root is DEFAULT else root
+    return evaluate_host(hp, obs, root, ca_files, NOW, ca_crl=ca_crl)
 
 
 @pytest.mark.parametrize("name", ["etcd-k8s-1", "etcd-k8s-2", "app-server"])
@@ -493,3 +497,66 @@ def test_step_ca_running_on_a_standby_is_a_violation(standby_plan, ca):
     assert [(f.path, f.rule) for f in audit(standby_plan, ca, "etcd-k8s-2", running)] == [
         ("/etc/systemd/system/step-ca.service", "standby-ca-running")
     ]
+
+
+def rules_of(findings) -> list[tuple[str, str, str]]:
+    return [(f.path, f.rule, f.severity) for f in findings]
+
+
+def test_a_member_whose_crl_matches_the_cas_has_no_findings(plan, ca):
+    current = CaCrl(inspect_crl(ca.crl((9,), number=3)), ca.pem_inter)
+    obs = replace(good_observation(ca, plan.hosts["etcd-k8s-2"]), crl=ca.crl((9,), number=3))
+    assert audit(plan, ca, "etcd-k8s-2", obs, ca_crl=current) == []
+
+
+@pytest.mark.parametrize(
+    "case, rule, severity",
+    [
+        ("no CRL", "crl-missing", ERROR),
+        ("unreadable", "crl-invalid", ERROR),
+        ("another CA's", "crl-invalid", ERROR),
+        ("expired", "crl-expired", ERROR),
+        ("lacks a revocation", "crl-stale", ERROR),
+        ("older number", "crl-behind", WARNING),
+    ],
+)
+def test_a_member_crl_etcd_cannot_rely_on_is_a_finding(plan, ca, case, rule, severity):
+    current = CaCrl(inspect_crl(ca.crl((9,), number=3)), ca.pem_inter)
+    crl = {
+        "no CRL": None,
+        "unreadable": b"not a crl",
+        "another CA's": Ca(name="other").crl((9,), number=3),
+        "expired": ca.crl((9,), this_update=NOW - timedelta(days=2), next_update=NOW),
+        "lacks a revocation": ca.crl((), number=3),
+        "older number": ca.crl((9,), number=2),
+    }[case]
+    obs = replace(good_observation(ca, plan.hosts["etcd-k8s-2"]), crl=crl)
+    found = audit(plan, ca, "etcd-k8s-2", obs, ca_crl=current)
+    assert rules_of(found) == [("/etc/etcd/ssl/crl.der", rule, severity)]
+
+
+def test_the_crl_timer_and_a_failed_fetch(plan, ca):
+    obs = good_observation(ca, plan.hosts["etcd-k8s-3"])
+    timers = dict(obs.timers)
+    timers["etcd-pki-crl.timer"] = replace(timers["etcd-pki-crl.timer"], active="inactive")
+    timers["etcd-pki-crl.service"] = replace(timers["etcd-pki-crl.service"], result="exit-code")
+    found = audit(plan, ca, "etcd-k8s-3", replace(obs, timers=timers))
+    assert rules_of(found) == [
+        ("/etc/systemd/system/etcd-pki-crl.service", "crl-fetch-failed", WARNING),
+        ("/etc/systemd/system/etcd-pki-crl.timer", "crl-timer", ERROR),
+    ]
+
+
+def test_a_revoked_certificate_on_a_host_is_a_violation(plan, ca):
+    hp = plan.hosts["app-server"]
+    obs = good_observation(ca, hp)
+    leaf = obs.certs["app-server-client"].chain_pem[0]
+    serial = x509.load_pem_x509_certificate(leaf.encode()).serial_number
+    current = CaCrl(inspect_crl(ca.crl((serial,))), ca.pem_inter)
+    found = audit(plan, ca, "app-server", obs, ca_crl=current)
+    assert rules_of(found) == [("/etc/etcd/ssl/app-server-client.crt", "cert-revoked", ERROR)]
+
+
+def test_a_ca_that_serves_no_crl(plan, ca):
+    found = audit(plan, ca, "etcd-k8s-1", ca_crl=CaCrl(None, ca.pem_inter))
+    assert ("/etc/step-ca/config/ca.json", "ca-crl", ERROR) in rules_of(found)

@@ -15,12 +15,12 @@ from .conftest import seed_hosts
 
 HOST = "etcd-k8s-2"
 
-# `ca certificate SUBJECT CRT KEY --token T ...`: writes "SUBJECT T" into both files;
-# fails for the token "refused"; anything on its stdin is an error (it is the next token).
+# `ca certificate SUBJECT CRT KEY ...` with the token in STEP_TOKEN (as the real step reads
+# it): writes "SUBJECT T" into both files; fails for the token "refused"; anything on its
+# stdin is an error (it is the next token). Its arguments go to $FAKE_LOG.
 FAKE_STEP = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
-subject=$3 crt=$4 key=$5 token=
-while [ $# -gt 0 ]; do [ "$1" = --token ] && token=$2; shift; done
+subject=$3 crt=$4 key=$5 token=$STEP_TOKEN
 if read -r extra; then echo "step read stdin: $extra" >&2; exit 3; fi
 [ "$token" = refused ] && { echo "the CA said no" >&2; exit 1; }
 echo "$subject $token" > "$crt"; echo "$subject $token" > "$key"
@@ -81,3 +81,13 @@ def test_a_refused_token_stops_before_the_next_certificate(node):
     assert not Path(second.crt).exists() and not Path(second.key).exists()
     assert not Path(third.crt).exists()
     assert not list(Path(me.settings.ssl_dir).glob(".issue-*"))
+
+
+def test_no_token_on_a_command_line(node):
+    """/proc/PID/cmdline is readable by every user: the tokens travel in the environment."""
+    me, ca_url, tmp = node
+    tokens = [f"secret-token-{cert.kind}" for cert in me.certs]
+    assert run(me, ca_url, tmp, tokens).returncode == 0
+    arguments = (tmp / "log").read_text()
+    assert "ca certificate" in arguments
+    assert "secret-token" not in arguments and "--token" not in arguments
