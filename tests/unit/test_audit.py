@@ -530,6 +530,8 @@ def test_a_member_crl_etcd_cannot_rely_on_is_a_finding(plan, ca, case, rule, sev
         "lacks a revocation": ca.crl((), number=3),
         "older number": ca.crl((9,), number=2),
     }[case]
+    made = NOW - timedelta(hours=4)  # the CA's CRL, newer than the member's for 4 h
+    current = CaCrl(inspect_crl(ca.crl((9,), number=3, this_update=made)), ca.pem_inter)
     obs = replace(good_observation(ca, plan.hosts["etcd-k8s-2"]), crl=crl)
     found = audit(plan, ca, "etcd-k8s-2", obs, ca_crl=current)
     assert rules_of(found) == [("/etc/etcd/ssl/crl.der", rule, severity)]
@@ -560,3 +562,10 @@ def test_a_revoked_certificate_on_a_host_is_a_violation(plan, ca):
 def test_a_ca_that_serves_no_crl(plan, ca):
     found = audit(plan, ca, "etcd-k8s-1", ca_crl=CaCrl(None, ca.pem_inter))
     assert ("/etc/step-ca/config/ca.json", "ca-crl", ERROR) in rules_of(found)
+
+
+def test_a_member_just_behind_a_new_crl_of_the_ca_is_fine(plan, ca):
+    """step-ca makes a new CRL at every start; members fetch it within the hour."""
+    current = CaCrl(inspect_crl(ca.crl((9,), number=4, this_update=NOW)), ca.pem_inter)
+    obs = replace(good_observation(ca, plan.hosts["etcd-k8s-2"]), crl=ca.crl((9,), number=3))
+    assert audit(plan, ca, "etcd-k8s-2", obs, ca_crl=current) == []
