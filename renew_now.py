@@ -5,13 +5,15 @@
 
 Starts each certificate's `step-renew-*.service`: the same path the timers take
 (mTLS renewal, atomic replacement, owner and mode kept). Without force a certificate
-that is not past `renew_threshold_percent` is skipped by the unit's condition.
+that is not past `renew_threshold_percent` is skipped by the unit's condition. The new
+certificates are then recorded in the CA's ledger (revocation by serial finds them).
 """
 
 from pyinfra import host
 from pyinfra.operations import server
 
 from tasks.common import this_host
+from tasks.crl import record_renewals
 
 OVERRIDE = "/run/etcd-pki/renew-override"
 
@@ -24,3 +26,4 @@ if units:
         name=f"Start {units}" + (" (forced)" if force else " (renews what is due)"),
         commands=[f"{prefix}systemctl start {units}; rc=$?; rm -f {OVERRIDE}; exit $rc"],
     )
+record_renewals()

@@ -135,6 +135,9 @@ def _owner(value: str, s: Settings) -> str:
 
 
 UNIT_TEMPLATE = "templates/step-ca.service.j2"
+# A deliberate restart must not count towards the unit's crash-loop limit
+# (StartLimitBurst): a few in a row would leave the CA stopped.
+RESTART = "systemctl reset-failed step-ca.service 2>/dev/null; systemctl restart step-ca.service"
 UNIT_PATH = "/etc/systemd/system/step-ca.service"
 
 
@@ -294,17 +297,15 @@ def init_ca() -> None:
     upgraded = initialised is None and installed not in (None, s.step_ca_version)
     restarted = started = None
     if upgraded:
-        restarted = systemd.service(
+        restarted = server.shell(
             name=f"Restart step-ca (binary {installed or '?'} -> {s.step_ca_version})",
-            service="step-ca.service",
-            restarted=True,
+            commands=[RESTART],
         )
     elif unit or names_changed or crl_changed:
         # step-ca reads its TLS names and the crl settings only at start.
-        restarted = systemd.service(
+        restarted = server.shell(
             name="Restart step-ca (unit, its own TLS names or its CRL settings changed)",
-            service="step-ca.service",
-            restarted=True,
+            commands=[RESTART],
             _if=any_changed(*(op for op in (unit, names_changed, crl_changed) if op)),
         )
     if initialised or not before.unit_is("step-ca.service", running=True, enabled=True):

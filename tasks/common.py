@@ -34,6 +34,7 @@ class RunState:
     """What this run has done so far, shared by every host's tasks."""
 
     minted: bool = False  # one-time tokens were handed out: step-ca issued certificates
+    ca_crl: object = None  # the CA's CRL read at execute time (tasks/crl.py: ca_crl_now)
 
 
 _run_states: dict[int, RunState] = {}

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from pyinfra import host, logger
+import gevent.lock
+from pyinfra import host, inventory, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 
@@ -47,7 +48,9 @@ from tasks.common import (
     fact_before_run,
     fact_want,
     get_plan,
+    node_name,
     on_hosts,
+    pyinfra_host,
     reads,
     render,
     run_on,
@@ -220,6 +223,25 @@ def fetch_command() -> str:
     )
 
 
+def ca_crl_now() -> CrlInfo:
+    """The active CA's CRL as it serves it now: read once per run, at execute time, when
+    step-ca did not answer before the run (a restore or a failover starts it)."""
+    state = run_state()
+    with _ca_crl_lock:
+        if state.ca_crl is None:
+            plan = get_plan()
+            s = plan.ca.settings
+            command = HttpsBase64().command(url=local_crl_url(s), root=s.ca_root)
+            der = decode_b64(run_on(pyinfra_host(plan.active_ca), command, "reading the CA's CRL"))
+            if not der:
+                raise PyinfraError(f"step-ca on {plan.active_ca} serves no CRL at {CRL_PATH}")
+            state.ca_crl = inspect_crl(der)
+    return state.ca_crl
+
+
+_ca_crl_lock = gevent.lock.BoundedSemaphore()
+
+
 @deploy("CRL on this member")
 def member_crl() -> None:
     """The CRL fetch (script, service, timer) on an etcd member, and a fetch now where the
@@ -236,10 +258,7 @@ def member_crl() -> None:
     written = [(p, t, m) for p, t, m in unit_files(me) if not before.has_text(p, t, mode=m)]
     view = ca_view()
     installed = decode_b64(fact_before_run(FileBase64, path=s.crl_file))
-    why = fetch_reason(installed, view.intermediate, view.root, wanted_serials(view))
     idle = not before.unit_is(TIMER, running=True, enabled=True)
-    if not (written or why or idle):
-        return
     units = {SERVICE: f"{UNIT_DIR}/{SERVICE}", TIMER: f"{UNIT_DIR}/{TIMER}"}
     paths = {p for p, *_ in written}
     # A unit file systemd has loaded is read again only after a daemon-reload.
@@ -249,16 +268,34 @@ def member_crl() -> None:
         enable = batch.units_enabled_command([TIMER] if idle else [], daemon_reload=True)
     elif idle:
         enable = batch.timers_enabled_command([TIMER])
-    done = [f"{len(written)} file(s)" if written else "", "timer enabled" if idle else ""]
-    done.append(f"fetch now ({why})" if why else "")
-    batch.steps(
-        name=f"CRL fetch on this member: {', '.join(filter(None, done))}",
-        commands=[
-            batch.write_files_command(written),
-            enable,
-            fetch_command() if why or any(p == script_path(s) for p in paths) else "",
-        ],
-    )
+
+    def why(crl: CrlInfo | None) -> str | None:
+        seen = replace(view, crl=crl)
+        return fetch_reason(installed, seen.intermediate, seen.root, wanted_serials(seen))
+
+    def steps(reason: str | None) -> None:
+        done = [f"{len(written)} file(s)" if written else "", "timer enabled" if idle else ""]
+        done.append(f"fetch now ({reason})" if reason else "")
+        fetch = reason or script_path(s) in paths  # a new script is tried at once
+        batch.steps(
+            name=f"CRL fetch on this member: {', '.join(filter(None, done))}",
+            commands=[batch.write_files_command(written), enable, fetch_command() if fetch else ""],
+        )
+
+    if view.existed and view.crl is None:
+        # step-ca did not answer before the run: what its CRL lists is known once this
+        # runs (after init_ca started it).
+        found: dict[str, str | None] = {}
+
+        def check() -> bool:
+            found["why"] = why(ca_crl_now())
+            return bool(written or idle or found["why"])
+
+        call("CRL fetch on this member", lambda: steps(found["why"]), check=check)
+        return
+    reason = why(view.crl)
+    if written or reason or idle:
+        steps(reason)
 
 
 @deploy("Revocations on the CA")
@@ -278,18 +315,8 @@ def reapply_revocations() -> None:
     todo: list[Revocation] = []
 
     def check() -> bool:
-        crl = view.crl
-        if crl is None:  # step-ca did not answer before the run: ask it now
-            der = decode_b64(
-                run_on(
-                    host,
-                    HttpsBase64().command(url=local_crl_url(me.settings), root=me.settings.ca_root),
-                    "reading the CA's CRL",
-                )
-            )
-            if not der:
-                raise PyinfraError(f"step-ca on {me.name} serves no CRL at {CRL_PATH}")
-            crl = inspect_crl(der)
+        # step-ca did not answer before the run (a restore, a failover): ask it now.
+        crl = view.crl or ca_crl_now()
         todo[:] = reapply(crl, view.ledger_revoked, member_crls().values())
         return bool(todo)
 
@@ -356,3 +383,22 @@ def record_ledger() -> None:
         apply,
         check=lambda: bool(view.pending) or run_state().minted,
     )
+
+
+def record_renewals() -> None:
+    """After renewals on the hosts of this run (renew_now.py): the first host of the run
+    (in inventory order) records them in the CA's ledger, once."""
+    me = this_host()
+    active = [h for h in inventory if h in state.activated_hosts]
+    if not active or node_name(active[0]) != me.name:
+        return
+    plan = get_plan()
+
+    def apply() -> None:
+        run_on(
+            pyinfra_host(plan.active_ca),
+            scan_ledger_command(plan.ca.settings),
+            "recording the renewals in the CA's ledger",
+        )
+
+    call(f"Record the renewals in the ledger on {plan.active_ca}", apply)

@@ -168,8 +168,8 @@ def test_no_secret_in_output_or_on_the_controller(fresh_cluster):
     assert not PEM_KEY.search(first.output.encode())
     # One-time tokens are JWTs: base64url header starting eyJ, three dot-separated parts.
     assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", first.output)
-    # -vv printed the commands, so a token on a command line would have been caught.
-    assert '--token "$token"' in first.output
+    # -vv printed the commands: the token reaches step in its environment.
+    assert 'STEP_TOKEN="$token"' in first.output and "--token" not in first.output
     # Nothing private was written to the controller's temp directory (TMPDIR of the run)
     # or into the repository.
     written = [p for p in first.tmpdir.rglob("*") if p.is_file()]

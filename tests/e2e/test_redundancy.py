@@ -8,6 +8,7 @@ openssl, sha256sum, stat, systemctl and step-ca's journal, not through the deplo
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -48,8 +49,13 @@ EXPECTED = {
     "secrets/intermediate_ca_key": "step:step 400",
     "secrets/password": "step:step 400",
     "secrets/provisioner_password": "root:root 400",
+    "ledger.tsv": "root:root 644",
 }
-MATERIAL = [p for p in EXPECTED if "/" in p]
+MATERIAL = [p for p in EXPECTED if "/" in p or p == "ledger.tsv"]
+KEYS_AND_CERTS = f"{SSL}/*.crt {SSL}/*.key"
+# A certificate revoked with revoke.py while etcd-k8s-1 is active (kept on app-server).
+OLD_PAIR = "/root/revoked-app"
+OLD_FILES = (f"{OLD_PAIR}/app-server-client.crt", f"{OLD_PAIR}/app-server-client.key")
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Ha:
     inventories: dict[str, Path] = field(default_factory=dict)
     ssl_before: dict[str, dict[str, str]] = field(default_factory=dict)
     backup: Path | None = None
+    revoked_serial: int = 0
 
 
 def inventory(ha: Ha, name: str, active: str, managers: list[str], **extra) -> Path:
@@ -234,13 +241,46 @@ def test_only_ciphertext_crossed_the_controller(ha):
     for host in ("etcd-k8s-1", "etcd-k8s-2"):
         assert not sh(host, "ls -d /run/etcd-pki-* 2>/dev/null || true").strip(), host
         assert not sh(host, f"ls -A {CA} | grep -v -e config -e certs -e secrets -e db -e "
-                      "templates || true").strip()  # fmt: skip
+                      "templates -e ledger.tsv || true").strip()  # fmt: skip
 
 
 def test_second_run_with_a_standby_changes_nothing(ha):
     again = deploy(ha.inventories["start"])
     assert again.rc == 0, again.output[-3000:]
     assert again.changed == 0, again.changed_operations()
+
+
+def crl_serials_at(host: str, ca: str) -> set[int]:
+    """The serials the CA on ``ca`` lists in its CRL, fetched from ``host``."""
+    der = sh(host, f"curl -fsS --cacert {SSL}/root_ca.crt "
+             f"https://{tb.bed().ip(ca)}:9000/1.0/crl | base64 -w0")  # fmt: skip
+    return {r.serial_number for r in x509.load_der_x509_crl(base64.b64decode(der))}
+
+
+def refused_by(members, crt: str, key: str) -> bool:
+    for member in members:
+        rc, _ = tb.exec_in(
+            "app-server",
+            f"etcdctl --endpoints=https://{tb.bed().ip(member)}:2379 --cacert {SSL}/root_ca.crt "
+            f"--cert {crt} --key {key} --dial-timeout=4s get x",
+        )
+        if rc == 0:
+            return False
+    return True
+
+
+def test_a_revocation_reaches_the_standby(ha):
+    sh("app-server", f"mkdir -p {OLD_PAIR} && cp {SSL}/app-server-client.crt "
+       f"{SSL}/app-server-client.key {OLD_PAIR}/")  # fmt: skip
+    ha.revoked_serial = read_cert("app-server", f"{OLD_PAIR}/app-server-client.crt").serial_number
+    run = deploy(ha.inventories["start"], "--limit", f"@docker/{tb.container_name('app-server')}",
+                 deploy_file="revoke.py")  # fmt: skip
+    assert run.rc == 0, run.output[-4000:]
+    assert refused_by(("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3"), *OLD_FILES)
+    run = deploy(ha.inventories["start"])  # the ledger's revocation goes to the standby
+    assert run.rc == 0, run.output[-4000:]
+    line = f"revoked\t{ha.revoked_serial}\tapp-server-client"
+    assert line in sh("etcd-k8s-2", f"cat {CA}/ledger.tsv")
 
 
 # --- phase 2: the active is lost; fail over to the standby --------------------------
@@ -250,7 +290,7 @@ def test_second_run_with_a_standby_changes_nothing(ha):
 def one_down(ha):
     """etcd-k8s-1 stopped; the SSL files and roots of the survivors recorded first."""
     for host in ("etcd-k8s-2", "etcd-k8s-3", "app-server"):
-        ha.ssl_before[host] = file_digests(host)
+        ha.ssl_before[host] = file_digests(host, KEYS_AND_CERTS)
     tb.docker("stop", tb.container_name("etcd-k8s-1"))
     return ha
 
@@ -263,7 +303,7 @@ def test_failover_to_a_host_without_material_is_refused(one_down):
     assert "etcd-k8s-3 is the active cert-manager but has no CA material" in run.output
     assert ha.root_fingerprint in run.output
     assert not sh("etcd-k8s-3", f"ls -A {CA} 2>/dev/null || true").strip()
-    assert file_digests("etcd-k8s-3") == ha.ssl_before["etcd-k8s-3"]
+    assert file_digests("etcd-k8s-3", KEYS_AND_CERTS) == ha.ssl_before["etcd-k8s-3"]
 
 
 def test_two_active_cert_managers_are_refused(one_down):
@@ -298,12 +338,26 @@ def test_failover_deploy_keeps_the_root_and_every_certificate(failed_over):
     assert openssl_fingerprint("etcd-k8s-2", f"{CA}/certs/root_ca.crt") == ha.root_fingerprint
     ca_url = f"https://{ha.bed.ip('etcd-k8s-2')}:9000"
     for host in ("etcd-k8s-2", "etcd-k8s-3", "app-server"):
-        # Nothing re-issued: certificates, keys and root file are byte-identical.
-        assert file_digests(host) == ha.ssl_before[host], host
+        # Nothing re-issued: certificates, keys and root file are byte-identical (the
+        # CRL is the new CA's: it revoked again what the lost CA had revoked).
+        assert file_digests(host, KEYS_AND_CERTS) == ha.ssl_before[host], host
         assert openssl_fingerprint(host, f"{SSL}/root_ca.crt") == ha.root_fingerprint
         defaults = sh(host, "cat /etc/step/config/defaults.json")
         assert ca_url in defaults and ha.root_fingerprint in defaults, host
     scan_controller(ha, run.output)
+
+
+def test_revocations_survive_the_failover(failed_over):
+    """The standby never held the lost CA's database: the deploy revoked again."""
+    ha = failed_over
+    assert ha.revoked_serial in crl_serials_at("app-server", "etcd-k8s-2")
+    assert refused_by(("etcd-k8s-2", "etcd-k8s-3"), *OLD_FILES)
+    rc, out = tb.exec_in(
+        "app-server",
+        f"STEPPATH=/etc/step /opt/bin/step ca renew --force --out {OLD_PAIR}/new.crt "
+        f"{OLD_PAIR}/app-server-client.crt {OLD_PAIR}/app-server-client.key 2>&1",
+    )
+    assert rc != 0 and "revoked" in out.lower(), out
 
 
 def test_new_ca_serves_a_tls_certificate_for_its_own_name_and_address(failed_over):
@@ -591,6 +645,15 @@ def test_a_certificate_revoked_before_the_backup_stays_revoked(fresh_ca_node):
     assert int(sh("etcd-k8s-2", journal).strip()) == refusals + 1
 
 
+def test_revocations_survive_the_restore(fresh_ca_node):
+    ha = fresh_ca_node
+    serials = crl_serials_at("app-server", "etcd-k8s-2")
+    assert ha.revoked_serial in serials
+    revoked_test = read_cert("etcd-k8s-3", f"{REVOKED}/c.crt").serial_number
+    assert revoked_test in serials
+    assert refused_by(("etcd-k8s-1", "etcd-k8s-2", "etcd-k8s-3"), *OLD_FILES)
+
+
 def test_certificate_issued_before_the_backup_renews_after_the_restore(fresh_ca_node):
     # app-server-client dates from the very first deploy (CA on etcd-k8s-1).
     before, after = force_renew("app-server", "app-server-client")
@@ -607,6 +670,14 @@ def test_certificate_issued_before_the_backup_renews_after_the_restore(fresh_ca_
 
 def test_after_the_restore_a_second_run_changes_nothing(fresh_ca_node):
     ha = fresh_ca_node
+    # The renewal above is recorded in the CA's ledger, which goes to the standby.
+    run = deploy(ha.inventories["back"])
+    assert run.rc == 0, run.output[-3000:]
+    assert set(run.changed_operations()) <= {
+        "Ledger of issued certificates | Record issued certificates in /etc/step-ca/ledger.tsv",
+        "CA material on standbys | Copy the CA material from etcd-k8s-2 to standbys "
+        "(age-encrypted to a one-time key of each)",
+    }, run.changed_operations()
     run = deploy(ha.inventories["back"])
     assert run.rc == 0, run.output[-3000:]
     assert run.changed == 0, run.changed_operations()
