@@ -14,6 +14,11 @@ Options: --data audit_json=PATH, audit_controller_dirs=[...], audit_secret_roots
 Rules: etcd_pki/audit.py RULES.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.audit import audit_host
 
 audit_host()

@@ -10,6 +10,11 @@ as CA-NAME_NODE_YYYYMMDDTHHMMSSZ.tar.age (mode 0600), and to S3-compatible stora
 one of the recipients' identities.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.common import this_host
 from tasks.redundancy import take_backup
 

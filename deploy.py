@@ -21,6 +21,11 @@ Phases, in order, each one module in tasks/:
 Every phase is idempotent: a second run changes nothing.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.bootstrap import trust_ca
 from tasks.ca import init_ca
 from tasks.certs import first_certificates, is_new_host, issue_certificates

@@ -14,6 +14,11 @@ Afterwards delete HOST from the inventory. Never for the active cert-manager (fa
 over first). A re-run finishes a half-done removal. Steps: tasks/revocation.py.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.revocation import remove_host
 
 remove_host()

@@ -9,6 +9,11 @@ that is not past `renew_threshold_percent` is skipped by the unit's condition. T
 certificates are then recorded in the CA's ledger (revocation by serial finds them).
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from pyinfra import host
 from pyinfra.operations import server
 

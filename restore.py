@@ -12,6 +12,11 @@ printed. A node that already holds a different CA is refused unless
 Other hosts are not touched.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.common import this_host
 from tasks.redundancy import restore_ca
 

@@ -14,6 +14,11 @@ revoked, and the output says it got no new ones:
 The CA's own host works the same way. Steps: tasks/revocation.py.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.revocation import revoke_host
 
 revoke_host()

@@ -6,6 +6,11 @@ as reports/status.json (for monitoring) and reports/status.html (a self-containe
 with an expiry bar per certificate). Changes nothing on any host.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
+
 from tasks.status import status_report
 
 status_report()

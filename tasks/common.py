@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha1
+from pathlib import Path
 from typing import TypeVar
 
 import gevent
@@ -26,6 +27,7 @@ from etcd_pki.settings import ConfigError
 from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _plans: dict[int, ClusterPlan] = {}
 
 
@@ -61,6 +63,11 @@ def get_plan() -> ClusterPlan:
     """
     key = id(ctx_inventory.get())
     if key not in _plans:
+        if state.cwd and Path(state.cwd).resolve() != PROJECT_ROOT:
+            raise PyinfraError(
+                f"run pyinfra from the project directory {PROJECT_ROOT} (cd there, or add "
+                f"--chdir {PROJECT_ROOT}): group_data/ and templates/ are read from there"
+            )
         hosts = [HostInput(node_name(h), frozenset(h.groups), h.data.dict()) for h in inventory]
         try:
             _plans[key] = build_plan(hosts)
@@ -70,7 +77,18 @@ def get_plan() -> ClusterPlan:
 
 
 def this_host() -> HostPlan:
-    return get_plan().hosts[node_name(host)]
+    """This host's plan. The first call on a host also checks that commands run there as
+    root (`--sudo` or `_sudo` for a login that is not root): one clear error up front
+    instead of a permission error in the middle."""
+    me = get_plan().hosts[node_name(host)]
+    user = snapshot(WHO).outputs.get(WHO_KEY) or []
+    if user and user[0] != "0":
+        raise PyinfraError(
+            f"host {me.name}: commands run as user {user[1] if len(user) > 1 else user[0]}, "
+            "not root; run pyinfra with --sudo (or set _sudo = True in group_data) for a "
+            "login user that may become root with sudo"
+        )
+    return me
 
 
 def call(
@@ -269,7 +287,7 @@ def snapshot(want: Want) -> Snapshot:
     # Another host's task may ask for this host's snapshot (`snapshots_of`): read once.
     with _snapshot_locks.setdefault(key, gevent.lock.BoundedSemaphore()):
         if key not in _snapshots:
-            me = this_host()
+            me = get_plan().hosts[node_name(host)]
             union = functools.reduce(operator.or_, (r(me) for r in _readers), want)
             _snapshots[key] = parse(host.get_fact(HostSnapshot, want=union), union)
     if _snapshots[key].want.covers(want):
@@ -286,6 +304,12 @@ def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
         snapshots_of({"etcd-k8s-2": Want.of(contents={"/etc/etcd/ssl/root_ca.crt"})})
     """
     return on_hosts(wanted, lambda name: snapshot(wanted[name]))
+
+
+# Who runs the commands: uid and name (root is required; see `this_host`).
+WHO_KEY = "user"
+WHO = Want.of(commands={(WHO_KEY, "id -u; id -un")})
+reads(lambda me: WHO)
 
 
 @reads

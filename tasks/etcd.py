@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from io import StringIO
 
 from pyinfra import host, logger
-from pyinfra.api import StringCommand, deploy
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
@@ -26,6 +26,7 @@ from tasks.common import (
     get_plan,
     reads,
     render,
+    run_on,
     snapshot,
     snapshots_of,
     system_account,
@@ -153,21 +154,19 @@ def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:
     """Register this host with `member add` (unless listed already) and write its
     initial-cluster file from the cluster's own answer."""
     endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
-    ok, out = host.run_shell_command(
-        StringCommand(etcdctl(me, endpoints, "member", "list", "-w", "simple"))
+    out = run_on(
+        host,
+        etcdctl(me, endpoints, "member", "list", "-w", "simple"),
+        f"reaching the etcd cluster at {endpoints}",
     )
-    if not ok:
-        raise PyinfraError(f"cannot reach the etcd cluster at {endpoints}: {out.stderr[-300:]}")
     # simple format: ID, status, name, peer URLs, client URLs, is-learner
-    members = [[f.strip() for f in line.split(",")] for line in out.stdout_lines if line]
+    members = [[f.strip() for f in line.split(",")] for line in out.splitlines() if line]
     if not any(me.peer_url in m[3].split(" ") for m in members):
-        ok, out = host.run_shell_command(
-            StringCommand(
-                etcdctl(me, endpoints, "member", "add", me.name, f"--peer-urls={me.peer_url}")
-            )
+        run_on(
+            host,
+            etcdctl(me, endpoints, "member", "add", me.name, f"--peer-urls={me.peer_url}"),
+            f"etcdctl member add {me.name}",
         )
-        if not ok:
-            raise PyinfraError(f"etcdctl member add {me.name} failed: {out.stderr[-300:]}")
         logger.info(f"{host.print_prefix}added etcd member {me.name} ({me.peer_url})")
         members.append(["", "unstarted", me.name, me.peer_url, "", "false"])
     cluster = ",".join(f"{m[2] or me.name}={m[3].split(' ')[0]}" for m in members)
@@ -320,12 +319,15 @@ def report_health() -> None:
         # One command: the status, then (if it succeeded) the member list.
         status = etcdctl(me, local, "endpoint", "status", "-w", "simple")
         members = etcdctl(me, local, "member", "list", "-w", "simple")
-        ok, out = host.run_shell_command(
-            StringCommand(f"{status} && {{ echo {MEMBERS_MARK}; {members}; true; }}")
-        )
-        if not ok:
-            raise PyinfraError(f"etcd on {me.name} is not healthy: {out.stderr[-300:]}")
-        lines = out.stdout_lines
+        try:
+            out = run_on(
+                host,
+                f"{status} && {{ echo {MEMBERS_MARK}; {members}; true; }}",
+                "the etcd health check",
+            )
+        except PyinfraError as e:
+            raise PyinfraError(f"etcd on {me.name} is not healthy: {e}") from None
+        lines = out.splitlines()
         cut = lines.index(MEMBERS_MARK) if MEMBERS_MARK in lines else len(lines)
         # endpoint status simple: endpoint, ID, version, db size, is leader, ...
         fields = [f.strip() for f in ",".join(lines[:cut]).split(",")]

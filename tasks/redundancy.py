@@ -12,6 +12,7 @@ here runs with its output hidden; the operations that carry them have explicit n
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shlex
 import tempfile
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import Host, StringCommand, deploy
+from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server, systemd
 
@@ -51,6 +52,7 @@ from tasks.common import (
     get_plan,
     pyinfra_host,
     reads,
+    run_on,
     snapshot,
     snapshots_of,
     this_host,
@@ -88,23 +90,8 @@ def _install_script(s: Settings) -> str:
     return install_material_script(s.ca_dir, files, dirs, optional=OPTIONAL_MATERIAL)
 
 
-def _connected(h: Host, reason: str) -> Host:
-    if not h.connected:
-        h.connect(reason=reason, raise_exceptions=True)
-    return h
-
-
-def _run(h: Host, command: str, what: str, stdin: str | None = None) -> str:
-    """Run ``command`` on ``h`` with nothing printed; its stdout, or PyinfraError."""
-    extra = {"_stdin": stdin} if stdin is not None else {}
-    ok, out = h.run_shell_command(StringCommand(command), print_output=False, **extra)
-    if not ok:
-        raise PyinfraError(f"{what} failed on {h.name}: {out.stderr.strip()[-400:]}")
-    return out.stdout
-
-
 def _digests(h: Host, s: Settings) -> tuple[str, str]:
-    return parse_digests(_run(h, digest_command(s.ca_dir, MATERIAL), "hashing the CA material"))
+    return parse_digests(run_on(h, digest_command(s.ca_dir, MATERIAL), "hashing the CA material"))
 
 
 def _truthy(value: object) -> bool:
@@ -249,7 +236,6 @@ def copy_ca_material() -> None:
     def needs_copy() -> bool:
         if me.is_active_ca:
             return False
-        _connected(active, "to compare the CA material with this standby")
         want, want_root = _digests(active, s)
         have, have_root = _digests(host, s)
         if want_root == "none":
@@ -265,7 +251,7 @@ def copy_ca_material() -> None:
 
     def copy() -> None:
         tmp, recipient = "", ""
-        made = _run(
+        made = run_on(
             host,
             f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-sync.XXXXXX); "
             'age-keygen -o "$t/identity" 2>/dev/null; echo "$t"; age-keygen -y "$t/identity"',
@@ -278,7 +264,7 @@ def copy_ca_material() -> None:
         ):
             raise PyinfraError(f"unexpected answer from age-keygen on {me.name}")
         try:
-            ciphertext = _run(
+            ciphertext = run_on(
                 active,
                 encrypt_command(s.ca_dir, MATERIAL, [recipient]),
                 f"encrypting the CA material for {me.name}",
@@ -286,7 +272,7 @@ def copy_ca_material() -> None:
             if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
                 raise PyinfraError(f"{plan.active_ca} did not return age ciphertext")
             t = shlex.quote(tmp)
-            _run(
+            run_on(
                 host,
                 f'set -e; umask 077; t={t}; mkdir "$t/m"; age -d -i "$t/identity" -o "$t/m.tar"; '
                 f'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
@@ -295,7 +281,8 @@ def copy_ca_material() -> None:
                 stdin=ciphertext,
             )
         finally:
-            host.run_shell_command(StringCommand(f"rm -rf {shlex.quote(tmp)}"))
+            with contextlib.suppress(PyinfraError):  # best effort: it is in /run (tmpfs)
+                run_on(host, f"rm -rf {shlex.quote(tmp)}", "removing the one-time key")
         have, _ = _digests(host, s)
         if have != state["want"]:
             raise PyinfraError(f"the CA material on {me.name} differs from {plan.active_ca}'s")
@@ -386,8 +373,8 @@ def take_backup() -> None:
 
     def backup() -> None:
         # The ledger up to date first: a restore of this backup can revoke by serial.
-        _run(host, f"umask 022; {ledger_command(s)} && {scan_ledger_command(s)}", "the ledger")
-        ciphertext = _run(
+        run_on(host, f"umask 022; {ledger_command(s)} && {scan_ledger_command(s)}", "the ledger")
+        ciphertext = run_on(
             host,
             encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients, db_service=CA_SERVICE),
             "encrypting the CA backup",
@@ -492,7 +479,7 @@ def restore_ca() -> None:
     def restore() -> None:
         keys = identity_lines(identity.read_text())
         payload = base64.encodebytes(source.read_bytes()).decode()
-        out = _run(
+        out = run_on(
             host,
             script,
             f"restoring {source.name}",

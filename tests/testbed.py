@@ -82,6 +82,7 @@ IMAGE_PACKAGES = (
     "etcd-client",
     "openssl",
     "curl",
+    "sudo",
 )
 # Units masked in the image because they cannot work in an unprivileged container.
 # None are needed with the run flags below: booting the image on this machine kind
@@ -94,7 +95,7 @@ IMAGE_PACKAGES = (
 # image's /etc/machine-id; nothing in the bed depends on it being unique.
 MASKED_UNITS: tuple[str, ...] = ()
 # Bump when the image customisation below changes (part of the image's recipe hash).
-IMAGE_RECIPE_REVISION = 1
+IMAGE_RECIPE_REVISION = 2
 
 # The default bed (ETCD_PKI_BED unset). Named instances derive theirs: see bed_settings().
 DEFAULT_NETWORK = "etcd-pki-test"
@@ -269,12 +270,19 @@ def run(
     return result
 
 
-def run_logged(cmd: Sequence[str], logfile: Path, *, env: Mapping[str, str] | None = None) -> None:
+def run_logged(
+    cmd: Sequence[str],
+    logfile: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    append: bool = False,
+) -> None:
     """Run a long command with its output going to ``logfile``; raise with the log tail."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    with logfile.open("w") as out:
+    with logfile.open("a" if append else "w") as out:
         rc = subprocess.run(
-            list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False
         ).returncode
     if rc != 0:
         tail = logfile.read_text(errors="replace")[-3000:]
@@ -837,6 +845,85 @@ def etcd_release() -> EtcdRelease:
         return ensure_etcd_release()
 
 
+# Current upstream etcd, built from its Go modules (pinned): the e2e suite runs the core
+# flow on it besides Debian's 3.5 (tests/e2e/test_etcd_current.py).
+UPSTREAM_ETCD_VERSION = "3.6.16"
+# The modules of one etcd release: each go.mod has replace directives for its siblings,
+# so `go install module@version` refuses them; a wrapper module requiring all of them
+# at the same version builds the three binaries.
+ETCD_MODULES = ("api", "client/pkg", "client", "pkg", "server", "etcdctl", "etcdutl")
+ETCD_MAIN = """package main
+
+import (
+\t"os"
+
+\t"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
+
+
+def upstream_etcd_binaries(version: str = UPSTREAM_ETCD_VERSION) -> Path:
+    """The directory with etcd, etcdctl and etcdutl ``version`` built from go.etcd.io
+    modules (cached; a few minutes the first time)."""
+    target = cache_dir() / "bin" / f"etcd-{version}"
+    if all((target / b).exists() for b in ETCD_BINARIES):
+        return target
+    go, env = find_go()
+    tmp_parent = cache_dir() / "tmp"
+    tmp_parent.mkdir(parents=True, exist_ok=True)
+    logfile = cache_dir() / "logs" / f"go-build-etcd-{version}.log"
+    log(f"building etcd {version} from go.etcd.io modules (a few minutes; log: {logfile})")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="etcd-build-", dir=tmp_parent) as tmp:
+        work = Path(tmp)
+        requires = "\n".join(f"\tgo.etcd.io/etcd/{m}/v3 v{version}" for m in ETCD_MODULES)
+        (work / "go.mod").write_text(
+            f"module etcdpki.test/etcd\n\ngo 1.24\n\nrequire (\n{requires}\n)\n"
+        )
+        (work / "cmd" / "etcd").mkdir(parents=True)
+        (work / "cmd" / "etcd" / "main.go").write_text(ETCD_MAIN)
+        (work / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport (\n"
+            '\t_ "go.etcd.io/etcd/etcdctl/v3"\n\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n'
+        )
+        out = work / "out"
+        run_logged([go, "mod", "tidy"], logfile, env=env, cwd=work)
+        ldflags = "-s -w"
+        for name, package in (
+            ("etcd", "./cmd/etcd"),
+            ("etcdctl", "go.etcd.io/etcd/etcdctl/v3"),
+            ("etcdutl", "go.etcd.io/etcd/etcdutl/v3"),
+        ):
+            cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out / name), package]
+            run_logged(cmd, logfile, env=env, cwd=work, append=True)
+        reported = run([str(out / "etcd"), "--version"]).stdout
+        if f"etcd Version: {version}" not in reported:
+            raise TestbedError(f"the etcd built reports {reported!r}, expected {version}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(out, target)
+    log(f"built etcd {version} in {time.monotonic() - started:.0f} s")
+    return target
+
+
+def upstream_etcd_release(version: str = UPSTREAM_ETCD_VERSION) -> EtcdRelease:
+    """The release-format tarball of upstream etcd ``version`` in the mirror tree."""
+    with cache_lock():
+        binaries = upstream_etcd_binaries(version)
+        arch = go_arch()
+        tarball = etcd_tarball_path(version, arch)
+        sums = tarball.parent / "SHA256SUMS"
+        if not (tarball.exists() and sums.exists()):
+            members = [(b, (binaries / b).read_bytes()) for b in ETCD_BINARIES]
+            data = reproducible_tarball(tarball.name.removesuffix(".tar.gz"), members)
+            log(f"writing {tarball.relative_to(mirror_dir())} (etcd {version} from source)")
+            write_atomic(tarball, data)
+            write_atomic(sums, f"{hashlib.sha256(data).hexdigest()}  {tarball.name}\n".encode())
+        return EtcdRelease(version, sha256_file(tarball), tarball, arch)
+
+
 # Every container's systemd takes inotify instances from the host's per-user pool
 # (default 128): with a few beds up, path units fail at boot and systemd says
 # "degraded". Raise the limits (never lower them).
@@ -889,6 +976,7 @@ class Bed:
     nodes: list[Node]
     inventory_docker: Path
     inventory_ssh: Path
+    inventory_sudo: Path
     ssh_key: Path
     mirror_dir: Path
     mirror_url: str
@@ -1143,14 +1231,25 @@ def ssh_key() -> Path:
     return key_file
 
 
+# The login user of the sudo inventory: not root, may become root with sudo (no password).
+SUDO_USER = "deployer"
+
+
 def authorize_ssh(name: str, key_file: Path) -> None:
-    """Authorize the test bed key for root in ``name`` and check sshd answers."""
+    """Authorize the test bed key for root and for :data:`SUDO_USER` (made here, with
+    passwordless sudo) in ``name`` and check sshd answers."""
     public = key_file.with_suffix(".pub").read_text().strip()
+    home = f"/home/{SUDO_USER}"
     # Append (not replace): several checkouts on one machine share the containers.
     script = (
-        "umask 077 && mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && "
-        'key=$(cat) && (grep -qxF "$key" /root/.ssh/authorized_keys || '
-        'echo "$key" >> /root/.ssh/authorized_keys)'
+        f"id {SUDO_USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {SUDO_USER}; "
+        f"echo '{SUDO_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{SUDO_USER} && "
+        f"chmod 440 /etc/sudoers.d/{SUDO_USER} && key=$(cat) && "
+        f"for d in /root {home}; do (umask 077 && mkdir -p $d/.ssh && "
+        "touch $d/.ssh/authorized_keys && "
+        '(grep -qxF "$key" $d/.ssh/authorized_keys || echo "$key" >> $d/.ssh/authorized_keys))'
+        " || exit 1; done; "
+        f"chown -R {SUDO_USER}: {home}/.ssh"
     )
     docker("exec", "-i", container_name(name), "sh", "-c", script, input=public)
     rc, out = exec_in(name, "systemctl is-active ssh.service")
@@ -1321,8 +1420,11 @@ UNSET: Any = _Unset()
 """Use as a value in :func:`write_inventory` extra data to drop a default key."""
 
 
+FLAVOURS = ("docker", "ssh", "sudo")
+
+
 def inventory_path(flavour: str) -> Path:
-    """Return the default inventory path of ``flavour`` (``docker`` or ``ssh``)."""
+    """Return the default inventory path of ``flavour`` (one of :data:`FLAVOURS`)."""
     return STATE_DIR / f"inventory_{flavour}.py"
 
 
@@ -1330,7 +1432,7 @@ def host_name(node: Node, flavour: str) -> str:
     """Return the inventory host name of ``node`` for ``flavour``."""
     if flavour == "docker":
         return f"@docker/{node.container}"
-    if flavour == "ssh":
+    if flavour in ("ssh", "sudo"):
         return node.name
     raise ValueError(f"unknown inventory flavour {flavour!r}")
 
@@ -1343,10 +1445,10 @@ def base_host_data(node: Node, flavour: str) -> dict[str, Any]:
         "install_source": "controller",
         "install_controller_dir": str(mirror_dir()),
     }
-    if flavour == "ssh":
+    if flavour in ("ssh", "sudo"):
         data.update(
             ssh_hostname=node.ip,
-            ssh_user="root",
+            ssh_user="root" if flavour == "ssh" else SUDO_USER,
             ssh_key=str(ssh_key()),
             ssh_known_hosts_file="/dev/null",
             ssh_strict_host_key_checking="no",
@@ -1441,10 +1543,13 @@ def write_inventory(
     return target
 
 
-def write_inventories() -> tuple[Path, Path]:
-    """Rewrite both default inventories from the running containers."""
+def write_inventories() -> tuple[Path, ...]:
+    """Rewrite the default inventories (one per :data:`FLAVOURS`) from the containers.
+
+    ``sudo``: like ``ssh`` (production host names) but logged in as :data:`SUDO_USER`;
+    run pyinfra with ``--sudo`` (or give the hosts ``_sudo`` data) to become root."""
     nodes = running_nodes()
-    return write_inventory(None, "docker", nodes=nodes), write_inventory(None, "ssh", nodes=nodes)
+    return tuple(write_inventory(None, flavour, nodes=nodes) for flavour in FLAVOURS)
 
 
 # ---------------------------------------------------------------------------
@@ -1458,6 +1563,7 @@ def bed() -> Bed:
         nodes=running_nodes(),
         inventory_docker=inventory_path("docker"),
         inventory_ssh=inventory_path("ssh"),
+        inventory_sudo=inventory_path("sudo"),
         ssh_key=STATE_ROOT / "id_ed25519",
         mirror_dir=mirror_dir(),
         mirror_url=mirror_url(),
@@ -1743,8 +1849,12 @@ def status() -> str:
         docker_inventory = inventory_path("docker").relative_to(REPO_ROOT)
         lines += [
             f"shell:      docker exec -it {nodes[0].container} bash",
-            f"inventory:  {docker_inventory} (@docker/{BED.prefix}NAME)",
-            f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh, key {key})",
+            f"inventory:  {docker_inventory} (hosts @docker/{BED.prefix}NAME: "
+            f"--limit @docker/{BED.prefix}etcd-k8s-4)",
+            f"            {inventory_path('ssh').relative_to(REPO_ROOT)} (ssh as root, key {key};"
+            " hosts by name: --limit etcd-k8s-4)",
+            f"            {inventory_path('sudo').relative_to(REPO_ROOT)} (ssh as {SUDO_USER}, "
+            "run pyinfra with --sudo)",
             f"ssh:        ssh -i {key} -o StrictHostKeyChecking=no "
             f"-o UserKnownHostsFile=/dev/null root@{nodes[0].ip}",
             f"etcd:       docker exec {nodes[0].container} systemctl status etcd",

@@ -47,6 +47,7 @@ class StepCa:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(tmp / "tls.crt", tmp / "tls.key")
+        (tmp / "tls.key").unlink()  # no private key left behind on the controller
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
