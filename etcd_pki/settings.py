@@ -219,6 +219,11 @@ def _check(v: dict[str, Any]) -> list[str]:
     if v["etcd_install_source"] == "release":
         if not re.fullmatch(r"\d+\.\d+\.\d+", str(v["etcd_version"])):
             out.append(f"`etcd_version` = {v['etcd_version']!r} is not a version like 3.5.16")
+        elif tuple(int(x) for x in str(v["etcd_version"]).split(".")[:2]) < (3, 5):
+            out.append(
+                f"`etcd_version` = {v['etcd_version']!r}: the deploy supports etcd 3.5, 3.6 "
+                "and 3.7 (older ones are end of life)"
+            )
         problem = release_url_problem(v["etcd_release_url"])
         if problem:
             out.append(f"`etcd_release_url` = {v['etcd_release_url']!r}: {problem}")

@@ -23,6 +23,7 @@ from pyinfra.context import ctx_config, ctx_host, ctx_inventory
 from pyinfra.operations import python, server
 
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
+from etcd_pki.requirements import parse_tools, requirement_problems, tools_command
 from etcd_pki.settings import ConfigError
 from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
@@ -77,17 +78,13 @@ def get_plan() -> ClusterPlan:
 
 
 def this_host() -> HostPlan:
-    """This host's plan. The first call on a host also checks that commands run there as
-    root (`--sudo` or `_sudo` for a login that is not root): one clear error up front
-    instead of a permission error in the middle."""
+    """This host's plan. Also checks, from the host's snapshot, that commands run there as
+    root and that it has what its role needs (etcd_pki/requirements.py): one clear error
+    up front instead of a failure in the middle."""
     me = get_plan().hosts[node_name(host)]
-    user = snapshot(WHO).outputs.get(WHO_KEY) or []
-    if user and user[0] != "0":
-        raise PyinfraError(
-            f"host {me.name}: commands run as user {user[1] if len(user) > 1 else user[0]}, "
-            "not root; run pyinfra with --sudo (or set _sudo = True in group_data) for a "
-            "login user that may become root with sudo"
-        )
+    problems = requirement_problems(me, parse_tools(snapshot(WHO).outputs.get(WHO_KEY) or []))
+    if problems:
+        raise PyinfraError(f"host {me.name}: " + "; ".join(problems))
     return me
 
 
@@ -306,9 +303,9 @@ def snapshots_of(wanted: Mapping[str, Want]) -> dict[str, Snapshot]:
     return on_hosts(wanted, lambda name: snapshot(wanted[name]))
 
 
-# Who runs the commands: uid and name (root is required; see `this_host`).
-WHO_KEY = "user"
-WHO = Want.of(commands={(WHO_KEY, "id -u; id -un")})
+# Who runs the commands, the tools there, systemd's version (see `this_host`).
+WHO_KEY = "requirements"
+WHO = Want.of(commands={(WHO_KEY, tools_command())})
 reads(lambda me: WHO)
 
 

@@ -19,6 +19,7 @@ from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
 from etcd_pki.plan import ClusterPlan, HostPlan
+from etcd_pki.requirements import etcd_problem, etcd_version
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import (
@@ -41,6 +42,13 @@ PACKAGES = ("etcd-server", "etcd-client")
 ENV_TEMPLATE = "templates/etcd.env.j2"
 UNIT_TEMPLATE = "templates/etcd.service.j2"
 MEMBERS_MARK = "__members__"
+# The etcd Debian gives this host: installed, else the candidate apt would install.
+DEBIAN_ETCD_KEY = "debian-etcd"
+DEBIAN_ETCD_VERSION = (
+    "if [ -x /usr/bin/etcd ]; then /usr/bin/etcd --version | head -n1; else "
+    "apt-cache show --no-all-versions etcd-server 2>/dev/null | sed -n 's/^Version: //p' | "
+    "head -n1; fi"
+)
 
 
 def etcd_bins(me: HostPlan) -> tuple[str, str]:
@@ -88,7 +96,10 @@ def _reads(me: HostPlan) -> Want:
         return Want()
     s = me.settings
     service, unit_path, member_path = _paths(me)
-    return Want.of(
+    want = Want()
+    if s.etcd_install_source == "debian":
+        want = Want.of(commands={(DEBIAN_ETCD_KEY, DEBIAN_ETCD_VERSION)})
+    return want | Want.of(
         stat={ETC_DIR, s.etcd_data_root, me.etcd_data_dir, member_path, ENV_FILE, unit_path},
         sha1={ENV_FILE, unit_path},
         units={service, "etcd.service"},
@@ -125,6 +136,10 @@ def install_etcd() -> None:
             )
         install_etcd_release()
         return
+    found = before.outputs.get(DEBIAN_ETCD_KEY) or []
+    problem = etcd_problem(etcd_version(found[0] if found else None), "Debian's etcd-server here")
+    if problem:
+        raise PyinfraError(f"host {me.name}: {problem}")
     missing = [p for p in PACKAGES if not before.has_package(p)]
     if missing:
         # policy-rc.d (exit 101) stops the package from starting etcd with its defaults.

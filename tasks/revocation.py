@@ -357,9 +357,14 @@ def leave_cluster(work: Work) -> None:
         if len(fields) > 3 and (
             work.target.peer_url in fields[3].split(" ") or fields[2] == work.target.name
         ):
+            remove = etcdctl(via, others, "member", "remove", fields[0])
+            # etcd refuses a removal while a remaining member has been connected for only
+            # a few seconds ("unhealthy cluster": it just restarted): try again shortly.
             run_on(
                 pyinfra_host(via.name),
-                etcdctl(via, others, "member", "remove", fields[0]),
+                f"for i in $(seq 1 20); do out=$({remove} 2>&1) && exit 0; "
+                'case $out in *"unhealthy cluster"*) sleep 2 ;; *) break ;; esac; done; '
+                'echo "$out" >&2; exit 1',
                 f"removing etcd member {work.target.name}",
             )
             logger.info(f"{host.print_prefix}etcd member {work.target.name} ({fields[0]}) removed")

@@ -67,8 +67,16 @@ BED_ENV = "ETCD_PKI_BED"
 BED_NAME_RE = re.compile(r"[a-z0-9]{1,8}")
 VERSIONS_FILE = REPO_ROOT / "group_data" / "all.py"
 
-IMAGE = "etcd-pki-node:trixie"
-SUITE = "trixie"
+SUITE = "trixie"  # every node's Debian, unless it is started with another (`add --suite`)
+SUITES = ("trixie", "bookworm")
+IMAGE = f"etcd-pki-node:{SUITE}"
+
+
+def image_of(suite: str = SUITE) -> str:
+    """The node image of Debian ``suite``."""
+    return f"etcd-pki-node:{suite}"
+
+
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PACKAGES = (
     "systemd",
@@ -109,6 +117,7 @@ INSTANCE_SUBNETS = range(100, 200)
 
 LABEL = "etcd-pki-testbed"
 LABEL_GROUPS = f"{LABEL}.groups"
+LABEL_SUITE = f"{LABEL}.suite"
 LABEL_BED = f"{LABEL}.bed"
 
 GROUP_ETCD = "etcd"
@@ -404,17 +413,17 @@ def ensure_docker() -> None:
 # ---------------------------------------------------------------------------
 
 
-def image_recipe_hash() -> str:
-    """Return a short hash of everything that defines the node image."""
+def image_recipe_hash(suite: str = SUITE) -> str:
+    """Return a short hash of everything that defines the node image of ``suite``."""
     recipe = json.dumps(
-        [SUITE, IMAGE_PACKAGES, MASKED_UNITS, IMAGE_RECIPE_REVISION], separators=(",", ":")
+        [suite, IMAGE_PACKAGES, MASKED_UNITS, IMAGE_RECIPE_REVISION], separators=(",", ":")
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def image_cache_file() -> Path:
+def image_cache_file(suite: str = SUITE) -> Path:
     """Return the path of the ``docker save`` tarball for the current recipe."""
-    return cache_dir() / "images" / f"etcd-pki-node_{SUITE}-{image_recipe_hash()}.tar"
+    return cache_dir() / "images" / f"etcd-pki-node_{suite}-{image_recipe_hash(suite)}.tar"
 
 
 def image_recipe_of(image: str) -> str | None:
@@ -426,40 +435,41 @@ def image_recipe_of(image: str) -> str | None:
     return labels.get(f"{LABEL}.recipe", "")
 
 
-def ensure_image() -> None:
-    """Make sure ``IMAGE`` exists for the current recipe: docker load or build it."""
-    wanted = image_recipe_hash()
-    cached = image_cache_file()
-    if image_recipe_of(IMAGE) == wanted:
+def ensure_image(suite: str = SUITE) -> None:
+    """Make sure the image of ``suite`` exists for the current recipe: load or build it."""
+    image = image_of(suite)
+    wanted = image_recipe_hash(suite)
+    cached = image_cache_file(suite)
+    if image_recipe_of(image) == wanted:
         if not cached.exists():
-            save_image(cached)
+            save_image(cached, suite)
         return
     if cached.exists():
-        log(f"loading {IMAGE} from {cached}")
+        log(f"loading {image} from {cached}")
         docker("load", "-i", str(cached), timeout=600)
-        if image_recipe_of(IMAGE) == wanted:
+        if image_recipe_of(image) == wanted:
             return
         log("cached image has another recipe, rebuilding")
-    build_image(cached)
+    build_image(cached, suite)
 
 
-def build_image(save_to: Path) -> None:
-    """Debootstrap the node root filesystem, import it as ``IMAGE`` and save it."""
+def build_image(save_to: Path, suite: str = SUITE) -> None:
+    """Debootstrap the node root filesystem, import it as the image and save it."""
     if not shutil.which("debootstrap"):
         apt_install("debootstrap")
     tmp_parent = cache_dir() / "tmp"
     tmp_parent.mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tmp_parent))
-    logfile = cache_dir() / "logs" / "debootstrap.log"
+    logfile = cache_dir() / "logs" / f"debootstrap-{suite}.log"
     started = time.monotonic()
     try:
-        log(f"debootstrap {SUITE} (about 70 s or more; log: {logfile})")
+        log(f"debootstrap {suite} (about 70 s or more; log: {logfile})")
         run_logged(
             [
                 "debootstrap",
                 "--variant=minbase",
                 f"--include={','.join(IMAGE_PACKAGES)}",
-                SUITE,
+                suite,
                 str(root),
                 DEBIAN_MIRROR,
             ],
@@ -467,21 +477,21 @@ def build_image(save_to: Path) -> None:
         )
         log(f"debootstrap done in {time.monotonic() - started:.0f} s")
         customise_rootfs(root)
-        import_rootfs(root, IMAGE)
+        import_rootfs(root, image_of(suite))
     finally:
         remove_tree(root)
-    save_image(save_to)
+    save_image(save_to, suite)
     log(f"image ready in {time.monotonic() - started:.0f} s")
 
 
-def save_image(save_to: Path) -> None:
+def save_image(save_to: Path, suite: str = SUITE) -> None:
     """``docker save`` the node image into the cache, replacing older recipes' tarballs."""
-    log(f"saving {IMAGE} to {save_to}")
+    log(f"saving {image_of(suite)} to {save_to}")
     save_to.parent.mkdir(parents=True, exist_ok=True)
-    for old in save_to.parent.glob(f"etcd-pki-node_{SUITE}-*.tar"):
+    for old in save_to.parent.glob(f"etcd-pki-node_{suite}-*.tar"):
         old.unlink()
     tmp = save_to.with_name(f".{save_to.name}.tmp")
-    docker("save", "-o", str(tmp), IMAGE, timeout=600)
+    docker("save", "-o", str(tmp), image_of(suite), timeout=600)
     tmp.replace(save_to)
 
 
@@ -962,6 +972,7 @@ class Node:
     name: str
     ip: str
     groups: tuple[str, ...]
+    suite: str = SUITE  # its Debian release
 
     @property
     def container(self) -> str:
@@ -1131,7 +1142,8 @@ def node_from_inspect(info: dict[str, Any]) -> Node:
     groups = tuple(filter(None, info["Config"]["Labels"].get(LABEL_GROUPS, "").split(",")))
     network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
     ip = (network.get("IPAMConfig") or {}).get("IPv4Address") or network.get("IPAddress", "")
-    return Node(name, ip, groups)
+    suite = info["Config"]["Labels"].get(LABEL_SUITE, SUITE)
+    return Node(name, ip, groups, suite)
 
 
 def running_nodes() -> list[Node]:
@@ -1177,10 +1189,11 @@ def start_container(node: Node) -> None:
         "--network", NETWORK, "--ip", node.ip,
         "--label", f"{BED.label}={BED.label_value}",
         "--label", f"{LABEL_GROUPS}={','.join(node.groups)}",
+        "--label", f"{LABEL_SUITE}={node.suite}",
         "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
         "--tmpfs", "/run", "--tmpfs", "/run/lock",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
-        IMAGE, "/sbin/init", *init_args(node),
+        image_of(node.suite), "/sbin/init", *init_args(node),
     )  # fmt: skip
 
 
@@ -1295,14 +1308,19 @@ def requested_nodes(clients: int = 0, with_: Sequence[str] = ()) -> list[Node]:
 
 def converge(nodes: Sequence[Node], *, prune: bool) -> None:
     """Start missing/outdated containers for ``nodes``; with ``prune`` remove all others."""
-    image_id = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Id"]
+    for suite in {node.suite for node in nodes}:
+        ensure_image(suite)
+    image_ids = {
+        suite: json.loads(docker("image", "inspect", image_of(suite)).stdout)[0]["Id"]
+        for suite in {node.suite for node in nodes}
+    }
     wanted = {node.name: node for node in nodes}
     kept = set()
     for info in inspect_containers():
         name = node_from_inspect(info).name
         if (
             name in wanted
-            and container_is_current(info, wanted[name], image_id)
+            and container_is_current(info, wanted[name], image_ids[wanted[name].suite])
             and not is_degraded(info["Id"])
         ):
             kept.add(name)
@@ -1594,18 +1612,23 @@ def up(clients: int = 0, with_: Sequence[str] = (), *, fresh: bool = False) -> B
     return bed()
 
 
-def add(name: str, group: str) -> Bed:
-    """Start one more host ``name`` in ``group`` (etcd or etcd_clients) and rewrite inventories."""
+def add(name: str, group: str, suite: str = SUITE) -> Bed:
+    """Start one more host ``name`` in ``group`` (etcd or etcd_clients), on Debian ``suite``,
+    and rewrite inventories. A host of that name on another suite is replaced."""
     if group not in (GROUP_ETCD, GROUP_CLIENTS):
         raise TestbedError(f"group must be {GROUP_ETCD} or {GROUP_CLIENTS}, not {group!r}")
+    if suite not in SUITES:
+        raise TestbedError(f"suite must be one of {SUITES}, not {suite!r}")
     prepare()
     with bed_lock():
         ensure_network()
         nodes = running_nodes()
-        if name not in {n.name for n in nodes}:
-            ip = allocate_ip(name, {n.ip for n in nodes})
+        found = next((n for n in nodes if n.name == name), None)
+        if found is None or found.suite != suite:
+            nodes = [n for n in nodes if n.name != name]
+            ip = found.ip if found else allocate_ip(name, {n.ip for n in nodes})
             groups = default_groups(name) if group in default_groups(name) else (group,)
-            nodes.append(Node(name, ip, groups))
+            nodes.append(Node(name, ip, groups, suite))
         converge(nodes, prune=False)
         serve()
         write_inventories()
@@ -1876,6 +1899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_add = sub.add_parser("add", help="start one more host")
     p_add.add_argument("name")
     p_add.add_argument("--group", required=True, choices=[GROUP_ETCD, GROUP_CLIENTS])
+    p_add.add_argument("--suite", default=SUITE, choices=SUITES, help="its Debian release")
     p_remove = sub.add_parser("remove", help="remove one host")
     p_remove.add_argument("name")
     sub.add_parser("serve", help="(re)start the HTTP mirror")
@@ -1891,7 +1915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             up(args.clients, args.with_, fresh=args.fresh)
             print(status())
         elif args.command == "add":
-            add(args.name, args.group)
+            add(args.name, args.group, args.suite)
             print(status())
         elif args.command == "remove":
             remove(args.name)
