@@ -156,7 +156,7 @@ def inventory(bed: tb.Bed, only_base: bool = False) -> Path:
         return bed.inventory_ssh if CONNECTOR == "ssh" else bed.inventory_docker
     data = {}
     if INSTALL_SOURCE == "mirror":
-        data = {"install_source": "mirror", "install_mirror_url": bed.mirror_url}
+        data = tb.mirror_data()  # pinned: a plain-http mirror is refused without
     nodes = [n for n in tb.running_nodes() if not only_base or n.name in BASE_NODES]
     name = f"inventory_bench_{CONNECTOR}{'_base' if only_base else ''}.py"
     return tb.write_inventory(tb.STATE_DIR / name, CONNECTOR, nodes=nodes, data=data)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from .crl import Revocation
 from .plan import CertSpec
 from .settings import Settings
+from .shell import on_exit
 
 
 def provisioner_key_lookup(ca_json: str, provisioner: str) -> str:
@@ -41,7 +42,7 @@ def provisioner_preamble(ca: Settings, ca_url: str) -> list[str]:
     step, password = f"{ca.bin_dir}/step", f"{ca.ca_dir}/secrets/provisioner_password"
     common = f"--provisioner {shlex.quote(ca.ca_provisioner)} --ca-url {ca_url} --root {ca.ca_root}"
     return [
-        "umask 077; e=$(mktemp -d); trap 'rm -rf \"$e\"' EXIT",
+        "umask 077; e=$(mktemp -d); " + on_exit('rm -rf "$e"'),
         provisioner_key_lookup(ca.ca_json, ca.ca_provisioner),
         f'key=$(printf %s "$2" | {step} crypto jwe decrypt --password-file {password} '
         "2>/dev/null) || key=",

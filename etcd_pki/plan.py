@@ -181,6 +181,24 @@ def _bad_sans(values: Any, field: str, where: str) -> list[str]:
     return problems
 
 
+def _unpinned_http(s: Settings, cert_manager: bool, where: str) -> list[str]:
+    """A plain-http mirror authenticates nothing, its checksums.txt included: what the
+    host downloads from it must be pinned."""
+    url = s.install_mirror_url or ""
+    if s.install_source != "mirror" or not url.lower().startswith("http://"):
+        return []
+    missing = ["step_sha256"] if not s.step_sha256 else []
+    if cert_manager and not s.step_ca_sha256:
+        missing.append("step_ca_sha256")
+    if not missing:
+        return []
+    return [
+        f"{where}: `install_mirror_url` is plain http ({url}): pin "
+        + " and ".join(f"`{m}`" for m in missing)
+        + " (checksums from the same unauthenticated server prove nothing), or use https"
+    ]
+
+
 def _address(host: HostInput) -> str | None:
     """The host's IP for SANs and URLs: `address` data, else an IP ssh_hostname/name."""
     for candidate in (host.data.get("address"), host.data.get("ssh_hostname"), host.name):
@@ -283,6 +301,7 @@ def build_plan(hosts: Iterable[HostInput]) -> ClusterPlan:
         else:
             addresses[address] = host.name
         problems.extend(_bad_sans(host.data.get("extra_sans", []), "extra_sans", where))
+        problems.extend(_unpinned_http(settings[host.name], CERT_MANAGERS in host.groups, where))
         s = settings[host.name]
         if ETCD in host.groups and CLIENTS in host.groups and s.client_key_owner != s.etcd_user:
             problems.append(

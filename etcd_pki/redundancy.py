@@ -19,6 +19,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from .shell import on_exit
+
 # An age X25519 recipient: "age1" + bech32 data (58 characters for 32 bytes + checksum).
 AGE_RECIPIENT_RE = re.compile(r"^age1[023456789acdefghjklmnpqrstuvwxyz]{58}$")
 AGE_IDENTITY_RE = re.compile(r"^AGE-SECRET-KEY-1[023456789ACDEFGHJKLMNPQRSTUVWXYZ]{58}$")
@@ -149,9 +151,10 @@ def encrypt_command(
             f"if systemctl is-active --quiet {svc}; then restart=1; systemctl stop {svc}; fi; "
             "fi; "
         )
+    cleanup = 'rm -rf "$t"' + restart
     return (
         f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-tar.XXXXXX); restart=0; dbs=; "
-        f"trap 'rm -rf \"$t\"{restart}' EXIT; "
+        f"{on_exit(cleanup)}; "
         f"cd {shlex.quote(ca_dir)}; "
         f'for f in {files}; do [ -f "$f" ] || {{ echo "CA material incomplete: '
         f'{ca_dir}/$f is missing" >&2; exit 3; }}; done; '

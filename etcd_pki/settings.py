@@ -309,7 +309,7 @@ def _check_path(name: str, value: Any) -> list[str]:
 
 def _overlaps(paths: dict[str, str]) -> list[str]:
     """Each directory is owned by one part of the deploy (a former cert-manager's
-    `ca_dir` is deleted, for one): none may be another or lie inside another."""
+    `ca_dir` is moved aside, for one): none may be another or lie inside another."""
     out = []
     items = [(name, PurePosixPath(path)) for name, path in paths.items()]
     for i, (name, path) in enumerate(items):

@@ -26,7 +26,9 @@ step_ca_sha256: dict[str, str] = {}
 #   "controller" - `install_controller_dir`, a directory on the controller with the
 #                  same layout (air-gapped sites); files are uploaded to each host.
 # With "github" and "mirror" each host downloads with curl or wget (one must be
-# installed). Tarballs are kept in /var/cache/etcd-pki (root only).
+# installed). Tarballs are kept in /var/cache/etcd-pki (root only). A plain-http mirror
+# needs step_sha256 (and step_ca_sha256 for cert-managers) pinned: its checksums.txt
+# would come from the same unauthenticated server.
 install_source = "github"
 install_mirror_url: str | None = None
 install_controller_dir: str | None = None

@@ -20,6 +20,7 @@ from pyinfra.operations import files, server
 from etcd_pki.ca_commands import mint_command, provisioner_key_lookup  # noqa: F401
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
+from etcd_pki.shell import on_exit
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_commands, trust_name
@@ -142,7 +143,7 @@ def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
     s = me.settings
     parts = [
         f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); "
-        "trap 'rm -rf \"$tmp\"' EXIT"
+        + on_exit('rm -rf "$tmp"')
     ]
     for cert in certs:
         parts.append(

@@ -28,12 +28,14 @@ from etcd_pki.release import (
     fetch_checksums,
 )
 from etcd_pki.settings import Settings
+from etcd_pki.shell import on_exit
 from facts.pki import EtcdVersions, StepVersions, version_marker_command
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import fact_before_run, fact_want, reads, snapshot, this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
+REMOVE_TMP = 'rm -rf "$tmp"'
 
 
 def _dir_modes(bin_dir: str) -> dict[str, str]:
@@ -102,7 +104,7 @@ def _install_command(
         f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
         f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
         # Unpacked next to the binaries: staged by a rename, not a copy of each binary.
-        f"tmp=$(mktemp -d {d}/.unpack-XXXXXX); trap 'rm -rf \"$tmp\"' EXIT; ",
+        f"tmp=$(mktemp -d {d}/.unpack-XXXXXX); {on_exit(REMOVE_TMP)}; ",
         f'tar -xzf {t} -C "$tmp"; ',
     ]
     for i, name in enumerate(names):

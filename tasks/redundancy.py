@@ -44,6 +44,7 @@ from etcd_pki.redundancy import (
     restore_db_script,
 )
 from etcd_pki.settings import Settings
+from etcd_pki.shell import on_exit
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot, ledger_command
@@ -155,9 +156,11 @@ def check_ca_material() -> None:
 
 @deploy("Retire CA material")
 def retire_ca_material() -> None:
-    """Remove the CA from a host that is no longer a cert-manager (CA keys belong on
-    cert-managers only). Only a copy of the active CA is removed: a host holding a
-    different CA is refused and left as it is, since that material may be the only copy.
+    """Retire the CA of a host that is no longer a cert-manager: its directory is moved
+    aside (`ca_dir.retired-TIMESTAMP`, with its database) without its keys and
+    passwords (CA keys belong on cert-managers only). Only a copy of the active CA is
+    retired: a host holding a different CA is refused and left as it is, since that
+    material may be the only copy.
 
     .. code:: python
 
@@ -189,9 +192,15 @@ def retire_ca_material() -> None:
         running=False,
         enabled=False,
     )
+    # Its database (the certificates it issued, its revocations) is kept aside; the keys
+    # and passwords go: CA keys belong on cert-managers only (the active CA has them).
+    d = shlex.quote(s.ca_dir)
     server.shell(
-        name=f"Remove the copy of the CA from {s.ca_dir} (no longer a cert-manager)",
-        commands=[f"rm -rf {s.ca_dir} /etc/systemd/system/step-ca.service"],
+        name=f"Move {s.ca_dir} aside without its secrets (no longer a cert-manager)",
+        commands=[
+            f'set -e; aside={d}.retired-$(date -u +%Y%m%dT%H%M%SZ); mv {d} "$aside"; '
+            'rm -rf "$aside/secrets"; rm -f /etc/systemd/system/step-ca.service'
+        ],
     )
 
 
@@ -454,7 +463,8 @@ def restore_ca() -> None:
 
     script = (
         f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-restore.XXXXXX); "
-        "trap 'rm -rf \"$t\"' EXIT; "
+        + on_exit('rm -rf "$t"')
+        + "; "
         f'while IFS= read -r line; do [ "$line" = {STDIN_SEPARATOR} ] && break; '
         'printf \'%s\\n\' "$line" >> "$t/identity"; done; '
         'base64 -d > "$t/backup.age"; mkdir "$t/m"; '

@@ -660,6 +660,21 @@ def release_tarball(tool: Tool, version: str) -> Path:
     return release_dir(tool, version) / tarball_name(tool, version)
 
 
+def mirror_data() -> dict[str, Any]:
+    """Host data that makes hosts download step and step-ca from this bed's HTTP mirror,
+    pinned (a plain-http mirror is refused without pins)."""
+    versions, arch = pinned_versions(), go_arch()
+    pins = {
+        tool.name: {arch: sha256_file(release_tarball(tool, versions[tool.name]))} for tool in TOOLS
+    }
+    return {
+        "install_source": "mirror",
+        "install_mirror_url": mirror_url(),
+        "step_sha256": pins["step"],
+        "step_ca_sha256": pins["step-ca"],
+    }
+
+
 def make_tarball(binary: Path, top: str) -> bytes:
     """Return a reproducible .tar.gz holding ``{top}/bin/{binary.name}``."""
     return reproducible_tarball(top, [(f"bin/{binary.name}", binary.read_bytes())])
@@ -856,8 +871,9 @@ def etcd_release() -> EtcdRelease:
 
 
 # Current upstream etcd, built from its Go modules (pinned): the e2e suite runs the core
-# flow on it besides Debian's 3.5 (tests/e2e/test_etcd_current.py).
-UPSTREAM_ETCD_VERSION = "3.6.16"
+# flow on each besides Debian's 3.5 (tests/e2e/test_etcd_current.py).
+UPSTREAM_ETCD_VERSIONS = ("3.6.16", "3.7.3")
+UPSTREAM_ETCD_VERSION = UPSTREAM_ETCD_VERSIONS[0]
 # The modules of one etcd release: each go.mod has replace directives for its siblings,
 # so `go install module@version` refuses them; a wrapper module requiring all of them
 # at the same version builds the three binaries.
@@ -1246,6 +1262,9 @@ def ssh_key() -> Path:
 
 # The login user of the sudo inventory: not root, may become root with sudo (no password).
 SUDO_USER = "deployer"
+# Another login user whose sudo asks for its password (pyinfra's _sudo_password).
+SUDO_PASSWORD_USER = "deployerpw"
+SUDO_PASSWORD = "testbed-sudo-password"
 
 
 def authorize_ssh(name: str, key_file: Path) -> None:
@@ -1254,15 +1273,19 @@ def authorize_ssh(name: str, key_file: Path) -> None:
     public = key_file.with_suffix(".pub").read_text().strip()
     home = f"/home/{SUDO_USER}"
     # Append (not replace): several checkouts on one machine share the containers.
+    pw_user, pw_home = SUDO_PASSWORD_USER, f"/home/{SUDO_PASSWORD_USER}"
     script = (
         f"id {SUDO_USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {SUDO_USER}; "
+        f"id {pw_user} >/dev/null 2>&1 || useradd -m -s /bin/sh {pw_user}; "
+        f"echo '{pw_user}:{SUDO_PASSWORD}' | chpasswd && "
         f"echo '{SUDO_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{SUDO_USER} && "
-        f"chmod 440 /etc/sudoers.d/{SUDO_USER} && key=$(cat) && "
-        f"for d in /root {home}; do (umask 077 && mkdir -p $d/.ssh && "
+        f"echo '{pw_user} ALL=(ALL) ALL' > /etc/sudoers.d/{pw_user} && "
+        f"chmod 440 /etc/sudoers.d/{SUDO_USER} /etc/sudoers.d/{pw_user} && key=$(cat) && "
+        f"for d in /root {home} {pw_home}; do (umask 077 && mkdir -p $d/.ssh && "
         "touch $d/.ssh/authorized_keys && "
         '(grep -qxF "$key" $d/.ssh/authorized_keys || echo "$key" >> $d/.ssh/authorized_keys))'
         " || exit 1; done; "
-        f"chown -R {SUDO_USER}: {home}/.ssh"
+        f"chown -R {SUDO_USER}: {home}/.ssh && chown -R {pw_user}: {pw_home}/.ssh"
     )
     docker("exec", "-i", container_name(name), "sh", "-c", script, input=public)
     rc, out = exec_in(name, "systemctl is-active ssh.service")

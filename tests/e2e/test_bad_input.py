@@ -42,7 +42,7 @@ class Case:
 
 def gateway_port_1() -> str:
     """A URL in this instance's own subnet where nothing listens: the gateway, port 1."""
-    return f"http://{tb.gateway()}:1"
+    return f"https://{tb.gateway()}:1"
 
 
 CASES: dict[str, Case] = {
@@ -164,9 +164,18 @@ CASES: dict[str, Case] = {
     ),
     "unreachable mirror URL for a version that must be downloaded": Case(
         (": install_source: cannot fetch", ":1/cli/releases/download/v0.30.5/checksums.txt"),
-        pattern=r"host (etcd-k8s-\d|app-server): install_source: cannot fetch http://",
+        pattern=r"host (etcd-k8s-\d|app-server): install_source: cannot fetch https://",
         data={"install_source": "mirror", "install_mirror_url": "MIRROR_PORT_1"},
         cli=("--data", "step_version=0.30.5"),
+    ),
+    "plain-http mirror without pinned checksums": Case(
+        (
+            "host app-server: `install_mirror_url` is plain http (http://mirror.example): "
+            "pin `step_sha256`",
+            "host etcd-k8s-1: `install_mirror_url` is plain http (http://mirror.example): "
+            "pin `step_sha256` and `step_ca_sha256`",
+        ),
+        data={"install_source": "mirror", "install_mirror_url": "http://mirror.example"},
     ),
     "version that is not a version": Case(
         ("`step_version` = 'latest' is not a version",),

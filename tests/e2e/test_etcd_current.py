@@ -1,5 +1,5 @@
-"""The core flow on current upstream etcd (3.6, built by the test bed from its Go modules
-at a pinned version and served as a release tarball): fresh deploy, a re-run that
+"""The core flow on current upstream etcd (3.6 and 3.7, built by the test bed from their
+Go modules at pinned versions and served as release tarballs): fresh deploy, a re-run that
 changes nothing, a member added with --limit, revocation enforced from a DER CRL,
 renewal, audit. Debian's etcd is purged from the members first.
 """
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.e2e
 NEW = "etcd-k8s-4"
 
 
-@pytest.fixture(scope="module")
-def cluster(testbed):
-    release = tb.upstream_etcd_release()
+@pytest.fixture(scope="module", params=tb.UPSTREAM_ETCD_VERSIONS)
+def cluster(testbed, request):
+    release = tb.upstream_etcd_release(request.param)
     bed = tb.up(fresh=True)
     for host in ETCD_HOSTS:
         sh(

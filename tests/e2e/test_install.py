@@ -36,7 +36,7 @@ def test_mirror_source_downloads_and_verifies(bed):
     version = bed.versions["step"]
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_mirror.py",
-        data={"install_source": "mirror", "install_mirror_url": tb.mirror_url()},
+        data=tb.mirror_data(),  # a plain-http mirror needs pins
     )
     sh(HOST, "rm -f /opt/bin/step /var/cache/etcd-pki/step_* && chmod 755 /var/cache/etcd-pki")
     run = limited(inventory)
@@ -69,7 +69,7 @@ def test_controller_source_sets_only_the_directory_that_is_wrong(bed):
 def test_wrong_pinned_checksum_is_refused_and_the_old_binary_stays(bed, source):
     data = {"install_source": source, "step_sha256": {"amd64": "0" * 64}}
     if source == "mirror":
-        data["install_mirror_url"] = tb.mirror_url()
+        data = {**tb.mirror_data(), **data}
     inventory = tb.write_inventory(tb.STATE_DIR / f"inventory_badsum_{source}.py", data=data)
     sh(HOST, "rm -f /var/cache/etcd-pki/step_*")
     before = put_fake_step()

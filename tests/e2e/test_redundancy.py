@@ -708,6 +708,10 @@ def test_a_demoted_cert_manager_keeps_no_ca_keys(fresh_ca_node):
     run = deploy(inv)
     assert run.rc == 0, run.output[-4000:]
     assert sh("etcd-k8s-1", f"ls -d {CA} 2>/dev/null || true").strip() == ""
+    # Its database is kept aside, its keys and passwords are not.
+    (aside,) = sh("etcd-k8s-1", f"ls -d {CA}.retired-*").split()
+    kept = sh("etcd-k8s-1", f"ls {aside}").split()
+    assert {"db", "ledger.tsv", "config"} <= set(kept) and "secrets" not in kept, kept
     assert is_enabled("etcd-k8s-1") != "enabled" and is_active("etcd-k8s-1") != "active"
     assert is_active("etcd-k8s-2") == "active"
     again = deploy(inv)

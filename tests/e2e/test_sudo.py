@@ -73,12 +73,61 @@ def test_a_second_run_changes_nothing(bed):
     assert run.rc == 0 and run.changed == 0, run.changed_operations()
 
 
+def test_dry_run_shows_what_would_change_and_changes_nothing(bed):
+    sh("app-server", f"rm {SSL}/app-server-client.crt")
+    run = sudo("deploy.py", "--dry")
+    assert run.rc == 0, run.output[-3000:]
+    assert "Detected changes" in run.output
+    assert "Issue or repair certificates (client)" in run.output
+    assert sh("app-server", f"ls {SSL}/app-server-client.crt 2>/dev/null || true").strip() == ""
+    run = sudo("deploy.py")
+    assert run.rc == 0, run.output[-3000:]
+    assert read_cert("app-server", f"{SSL}/app-server-client.crt")
+
+
+def test_run_from_another_directory(bed, tmp_path):
+    """From elsewhere pyinfra reads group_data/ and templates/ from the wrong place: the
+    deploy says how to run it; with --chdir it runs."""
+    pyinfra = str(tb.REPO_ROOT / ".venv" / "bin" / "pyinfra")
+    inventory, entry = str(bed.inventory_sudo), str(tb.REPO_ROOT / "deploy.py")
+    run = tb.run([pyinfra, "-y", "--sudo", inventory, entry], cwd=tmp_path, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and "Traceback" not in output
+    assert f"run pyinfra from the project directory {tb.REPO_ROOT}" in output
+    assert f"--chdir {tb.REPO_ROOT}" in output
+    run = tb.run(
+        [pyinfra, "-y", "--sudo", "--chdir", str(tb.REPO_ROOT), inventory, "deploy.py"],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+
+
 def test_sudo_set_in_host_data_instead_of_the_command_line(bed):
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_sudo_data.py", "sudo", data={"_sudo": True}
     )
     run = deploy(inventory)
     assert run.rc == 0 and run.changed == 0, run.output[-3000:]
+
+
+def test_sudo_that_asks_for_a_password(bed):
+    """A login user whose sudo asks for its password: pyinfra's _sudo_password, used by
+    the deploy's own commands on other hosts too (a status report reads every host)."""
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_sudo_password.py",
+        "sudo",
+        data={
+            "ssh_user": tb.SUDO_PASSWORD_USER,
+            "_sudo": True,
+            "_sudo_password": tb.SUDO_PASSWORD,
+        },
+    )
+    run = deploy(inventory)
+    assert run.rc == 0 and run.changed == 0, run.output[-3000:]
+    run = deploy(inventory, "--limit", "app-server", deploy_file="revoke.py")
+    assert run.rc == 0, run.output[-3000:]
+    assert tb.SUDO_PASSWORD not in run.output
 
 
 def test_a_node_added_with_limit(bed):

@@ -266,3 +266,28 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+MIRROR = {"install_source": "mirror", "install_mirror_url": "http://mirror.example"}
+PIN = {"amd64": "a" * 64}
+
+
+def test_a_plain_http_mirror_needs_pins(defaults):
+    with pytest.raises(ConfigError) as e:
+        build_plan(everywhere(**MIRROR)(seed_hosts(defaults)))
+    problems = e.value.problems
+    assert any(p.startswith("host app-server: `install_mirror_url` is plain http") and
+               "`step_sha256`" in p and "step_ca_sha256" not in p for p in problems)  # fmt: skip
+    assert any(p.startswith("host etcd-k8s-1:") and "`step_ca_sha256`" in p for p in problems)
+    # Pinned, or over https: fine.
+    build_plan(everywhere(**MIRROR, step_sha256=PIN, step_ca_sha256=PIN)(seed_hosts(defaults)))
+    https = {**MIRROR, "install_mirror_url": "https://mirror.example"}
+    build_plan(everywhere(**https)(seed_hosts(defaults)))
+
+
+def test_an_etcd_older_than_3_5_is_refused(defaults):
+    release = {"etcd_install_source": "release", "etcd_sha256": PIN, "etcd_version": "3.4.23"}
+    with pytest.raises(ConfigError) as e:
+        build_plan(everywhere(**release)(seed_hosts(defaults)))
+    assert "the deploy supports etcd 3.5, 3.6 and 3.7" in str(e.value)
+    build_plan(everywhere(**{**release, "etcd_version": "3.7.3"})(seed_hosts(defaults)))
