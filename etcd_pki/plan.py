@@ -35,6 +35,8 @@ CLUSTER_WIDE = (
     "etcd_cluster_name",
     "etcd_client_port",
     "etcd_peer_port",
+    "etcd_tls_min_version",
+    "etcd_cipher_suites",
     "ssl_dir",
     "step_version",
     "step_ca_version",

@@ -28,6 +28,16 @@ INSTALL_SOURCES = ("github", "mirror", "controller")
 KEY_TYPES = ("EC", "RSA", "OKP")
 RENEW_MODES = ("renew", "rekey")
 ETCD_SOURCES = ("debian", "release")
+TLS_VERSIONS = ("TLS1.2", "TLS1.3")
+# The TLS 1.2 suites etcd (Go) knows that are forward secret and AEAD.
+AEAD_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
 
 
 class ConfigError(ValueError):
@@ -100,6 +110,8 @@ class Settings:
     etcd_data_root: str
     etcd_client_port: int
     etcd_peer_port: int
+    etcd_tls_min_version: str
+    etcd_cipher_suites: list[str]
     etcd_install_source: str
     etcd_version: str
     etcd_release_url: str
@@ -249,6 +261,20 @@ def _check(v: dict[str, Any]) -> list[str]:
             f"got {v['cert_lifetime_min']} / {v['cert_lifetime']} / {v['cert_lifetime_max']}"
         )
 
+    if v["etcd_tls_min_version"] not in TLS_VERSIONS:
+        out.append(
+            f"`etcd_tls_min_version` = {v['etcd_tls_min_version']!r}: use one of {TLS_VERSIONS}"
+        )
+    suites = v["etcd_cipher_suites"]
+    if not isinstance(suites, list | tuple) or not suites:
+        out.append("`etcd_cipher_suites` must be a non-empty list of cipher suite names")
+    else:
+        for suite in suites:
+            if suite not in AEAD_SUITES:
+                out.append(
+                    f"`etcd_cipher_suites` entry {suite!r} is not a forward secret AEAD suite "
+                    f"etcd knows; use some of {', '.join(AEAD_SUITES)}"
+                )
     if v["key_type"] not in KEY_TYPES:
         out.append(f"`key_type` = {v['key_type']!r} is unknown; use one of {KEY_TYPES}")
     threshold = v["renew_threshold_percent"]

@@ -160,6 +160,18 @@ etcd_cluster_name = "etcd-cluster"
 etcd_data_root = "/var/lib/etcd"
 etcd_client_port = 2379
 etcd_peer_port = 2380
+# TLS on both ports: the oldest protocol version etcd accepts ("TLS1.2" or "TLS1.3"), and
+# the TLS 1.2 cipher suites (Go's names; TLS 1.3 suites are fixed). Forward secret AEAD
+# suites only, by default.
+etcd_tls_min_version = "TLS1.2"
+etcd_cipher_suites: list[str] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+]
 # Where etcd comes from: "debian" (packages etcd-server, etcd-client) or "release"
 # (the official tarball: etcd, etcdctl, etcdutl installed into bin_dir; the deploy
 # then also creates the `etcd_user` system user and `etcd_data_root`).

@@ -347,3 +347,24 @@ def test_the_root_enters_and_leaves_the_system_trust_store_with_the_setting(fres
     assert ": OK" not in sh("app-server", f"{verify} 2>&1", check=False)
     settled = deploy(bed.inventory_docker)
     assert settled.rc == 0 and settled.changed == 0, settled.changed_operations()
+
+
+def test_etcd_accepts_only_modern_tls(fresh_cluster):
+    """TLS 1.2 or newer, forward secret AEAD suites only, on the client and peer ports."""
+    bed, _ = fresh_cluster
+    ip = bed.ip("etcd-k8s-2")
+    client = f"{SSL}/app-server-client"
+    auth = f"-CAfile {SSL}/root_ca.crt -cert {client}.crt -key {client}.key -verify_return_error"
+
+    def handshake(port: int, options: str) -> bool:
+        rc, out = tb.exec_in(
+            "app-server",
+            f"echo | openssl s_client -connect {ip}:{port} {auth} {options} 2>&1",
+        )
+        return rc == 0 and "Cipher is (NONE)" not in out
+
+    for port in (2379, 2380):
+        assert handshake(port, "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256"), port
+        assert handshake(port, "-tls1_3"), port
+        assert not handshake(port, "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA"), port  # CBC
+        assert not handshake(port, "-tls1_1 -cipher DEFAULT@SECLEVEL=0"), port
