@@ -111,3 +111,33 @@ class CaSecretFiles(FactBase):
 
     def process(self, output: list[str]) -> list[str]:
         return sorted({line for line in output if line.startswith("/")})
+
+
+class UnitExposure(FactBase):
+    """`systemd-analyze security` exposure level of each unit (0 best .. 10 worst); a unit
+    that cannot be analysed is absent.
+
+    .. code:: python
+
+        host.get_fact(UnitExposure, units=("etcd.service",))
+    """
+
+    default = dict
+
+    def command(self, units: tuple[str, ...]) -> str:
+        parts = [
+            f"echo {shlex.quote(u)} $(systemd-analyze security --no-pager {shlex.quote(u)} "
+            "2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \\([0-9.]*\\).*/\\1/p')"
+            for u in units
+        ]
+        return "; ".join(parts) + "; true" if parts else "true"
+
+    def process(self, output: list[str]) -> dict[str, float]:
+        found = {}
+        for line in output:
+            unit, _, score = line.partition(" ")
+            try:
+                found[unit] = float(score)
+            except ValueError:
+                continue
+        return found

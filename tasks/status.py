@@ -27,13 +27,35 @@ from etcd_pki.status import (
     revoked_list,
     root_info,
 )
+from facts.audit import UnitExposure
 from facts.redundancy import LedgerLines
 from tasks.audit import _active_in_order, ca_crl_or_none, observe, root_or_none
 from tasks.common import get_plan, node_name, pyinfra_host, this_host
+from tasks.crl import SERVICE as CRL_SERVICE
 
 DEFAULT_DIR = "reports"
 
 _runs: dict[int, dict[str, HostObservation]] = {}
+_exposures: dict[int, dict[str, dict[str, float]]] = {}
+
+
+def deploy_units(me) -> tuple[str, ...]:
+    """The services the deploy runs on ``me``."""
+    units = [f"{c.unit}.service" for c in me.certs]
+    if me.is_etcd:
+        units += [f"{me.settings.etcd_service_name}.service", CRL_SERVICE]
+    if me.is_active_ca:
+        units.append("step-ca.service")
+    return tuple(units)
+
+
+def render_exposure(exposure: dict[str, dict[str, float]]) -> str:
+    """One line per host: each service's systemd-analyze exposure (0 best, 10 worst)."""
+    lines = ["Service exposure (systemd-analyze security; 0 is best, 10 worst):"]
+    for name, scores in exposure.items():
+        shown = ", ".join(f"{u.removesuffix('.service')} {v:.1f}" for u, v in scores.items())
+        lines.append(f"  {name}: {shown or 'not read'}")
+    return "\n".join(lines)
 
 
 def write_report(directory: Path, data: dict, html: str) -> tuple[Path, Path]:
@@ -75,6 +97,8 @@ def status_report() -> None:
     me = this_host()
     observations = _runs.setdefault(id(ctx_inventory.get()), {})
     observations[me.name] = observe(me, full=False)
+    exposure = _exposures.setdefault(id(ctx_inventory.get()), {})
+    exposure[me.name] = host.get_fact(UnitExposure, units=deploy_units(me))
 
     def report() -> bool:
         if node_name(_active_in_order()[-1]) != me.name:
@@ -95,6 +119,8 @@ def status_report() -> None:
         members = crl_rows(plan, observations, ca, root, now)
         revoked = revoked_list(ca, ca_ledger())
         data["crl"] = {"members": members, "revoked": revoked}
+        exposure = {n: exposure[n] for n in plan.hosts if n in exposure}
+        data["exposure"] = exposure
         directory = Path(state.cwd or ".") / str(host.data.get("status_dir") or DEFAULT_DIR)
         json_path, html_path = write_report(directory, data, render_html(data))
         click.echo(
@@ -102,6 +128,8 @@ def status_report() -> None:
             + render_table(plan, rows, unreachable)
             + "\n"
             + render_revocation(ca, members, revoked)
+            + "\n"
+            + render_exposure(exposure)
             + f"\nwritten: {json_path}, {html_path}"
         )
         return False  # reporting is not a change

@@ -100,3 +100,15 @@ def fresh_cluster(testbed, tmp_path_factory):
 
 def https(ip: str) -> str:
     return f"https://{ip}:2379"
+
+
+def purge_debian_etcd(host: str) -> None:
+    """Take Debian's etcd off ``host`` (packages, user, data root), so that what runs
+    afterwards can only come from the deploy."""
+    sh(
+        host,
+        "systemctl stop etcd.service; DEBIAN_FRONTEND=noninteractive "
+        "apt-get purge -y -qq etcd-server etcd-client >/dev/null; "
+        "if getent passwd etcd >/dev/null; then userdel etcd; fi; "
+        "if getent group etcd >/dev/null; then groupdel etcd; fi; rm -rf /var/lib/etcd",
+    )

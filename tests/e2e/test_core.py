@@ -357,14 +357,45 @@ def test_etcd_accepts_only_modern_tls(fresh_cluster):
     auth = f"-CAfile {SSL}/root_ca.crt -cert {client}.crt -key {client}.key -verify_return_error"
 
     def handshake(port: int, options: str) -> bool:
-        rc, out = tb.exec_in(
+        _, out = tb.exec_in(
             "app-server",
             f"echo | openssl s_client -connect {ip}:{port} {auth} {options} 2>&1",
         )
-        return rc == 0 and "Cipher is (NONE)" not in out
+        return "Verify return code: 0 (ok)" in out and "Cipher is (NONE)" not in out
 
     for port in (2379, 2380):
         assert handshake(port, "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256"), port
         assert handshake(port, "-tls1_3"), port
         assert not handshake(port, "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA"), port  # CBC
         assert not handshake(port, "-tls1_1 -cipher DEFAULT@SECLEVEL=0"), port
+
+
+# systemd-analyze security targets (0 best, 10 worst) for the units the deploy writes.
+EXPOSURE = {
+    "step-ca.service": 1.5,
+    "etcd.service": 3.5,
+    "etcd-pki-crl.service": 4.0,
+    "step-renew-": 4.0,  # every renewal service
+}
+
+
+def target_of(unit: str) -> str:
+    return next(k for k in EXPOSURE if unit == k or (k.endswith("-") and unit.startswith(k)))
+
+
+def test_services_are_sandboxed(fresh_cluster):
+    """Each service the deploy writes scores within its target in systemd-analyze."""
+    seen = set()
+    for host in ALL_HOSTS:
+        units = [f"step-renew-{name}.service" for name in certs_of(host)]
+        if host in ETCD_HOSTS:
+            units += ["etcd.service", "etcd-pki-crl.service"]
+        if host == "etcd-k8s-1":
+            units.append("step-ca.service")
+        for unit in units:
+            out = sh(host, f"systemd-analyze security --no-pager {unit} | tail -n1")
+            score = float(re.search(r"exposure level for \S+: ([0-9.]+)", out).group(1))
+            key = target_of(unit)
+            assert score <= EXPOSURE[key], f"{host} {unit}: {score} > {EXPOSURE[key]}"
+            seen.add(key)
+    assert seen == set(EXPOSURE)

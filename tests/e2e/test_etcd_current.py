@@ -10,7 +10,7 @@ import pytest
 
 from tests import testbed as tb
 
-from .conftest import ETCD_HOSTS, SSL, deploy, https, read_cert, sh
+from .conftest import ETCD_HOSTS, SSL, deploy, https, purge_debian_etcd, read_cert, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -22,13 +22,7 @@ def cluster(testbed, request):
     release = tb.upstream_etcd_release(request.param)
     bed = tb.up(fresh=True)
     for host in ETCD_HOSTS:
-        sh(
-            host,
-            "systemctl stop etcd.service; DEBIAN_FRONTEND=noninteractive "
-            "apt-get purge -y -qq etcd-server etcd-client >/dev/null; "
-            "if getent passwd etcd >/dev/null; then userdel etcd; fi; "
-            "if getent group etcd >/dev/null; then groupdel etcd; fi; rm -rf /var/lib/etcd",
-        )
+        purge_debian_etcd(host)
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_etcd_current.py", "ssh", data=release.inventory_data("mirror")
     )
@@ -86,8 +80,7 @@ def test_a_revoked_certificate_is_refused_by_current_etcd(cluster):
 def test_a_member_added_with_limit_and_renewal(cluster):
     _, release, _, _ = cluster
     tb.add(NEW, tb.GROUP_ETCD)
-    sh(NEW, "systemctl stop etcd.service; DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "
-       "etcd-server etcd-client >/dev/null; userdel etcd; rm -rf /var/lib/etcd")  # fmt: skip
+    purge_debian_etcd(NEW)
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_etcd_current.py", "ssh", data=release.inventory_data("mirror")
     )

@@ -15,7 +15,7 @@ import pytest
 
 from tests import testbed as tb
 
-from .conftest import ETCD_HOSTS, deploy, etcdctl, https, sh
+from .conftest import ETCD_HOSTS, deploy, etcdctl, https, purge_debian_etcd, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,7 @@ def release():
 def cluster(testbed, release):
     bed = tb.up(fresh=True)
     for host in ETCD_HOSTS:
-        sh(
-            host,
-            "systemctl stop etcd.service; DEBIAN_FRONTEND=noninteractive "
-            "apt-get purge -y -qq etcd-server etcd-client >/dev/null; "
-            "if getent passwd etcd >/dev/null; then userdel etcd; fi; "
-            "if getent group etcd >/dev/null; then groupdel etcd; fi; rm -rf /var/lib/etcd",
-        )
+        purge_debian_etcd(host)
         leftovers = sh(
             host, "ls -d /usr/bin/etcd* /opt/bin/etcd* /var/lib/etcd; getent passwd etcd", False
         )

@@ -10,7 +10,7 @@ import pytest
 
 from tests import testbed as tb
 
-from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, deploy, https, read_cert, sh
+from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, deploy, https, purge_debian_etcd, read_cert, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,7 @@ def cluster(testbed):
     tb.add("etcd-k8s-3", tb.GROUP_ETCD, suite="bookworm")
     tb.add("app-server", tb.GROUP_CLIENTS, suite="bookworm")
     for host in ETCD_HOSTS:
-        sh(host, "systemctl stop etcd.service; DEBIAN_FRONTEND=noninteractive apt-get purge "
-           "-y -qq etcd-server >/dev/null; rm -rf /var/lib/etcd/default")  # fmt: skip
+        purge_debian_etcd(host)
     inventory = tb.write_inventory(
         tb.STATE_DIR / "inventory_mixed.py", "ssh", data=release.inventory_data("mirror")
     )

@@ -120,6 +120,18 @@ def force_renew(host: str, name: str) -> tuple[int, int]:
     return before, read_cert(host, f"{SSL}/{name}.crt").serial_number
 
 
+def renewal_refused_as_revoked(host: str, crt: str, key: str, ca: str) -> bool:
+    """`step ca renew` of the pair on ``host`` fails, and step-ca on ``ca`` logged the
+    refusal as a revoked certificate."""
+    journal = "journalctl -u step-ca --no-pager | grep -c 'certificate has been revoked' || true"
+    refusals = int(sh(ca, journal).strip())
+    rc, out = tb.exec_in(
+        host,
+        f"STEPPATH=/etc/step /opt/bin/step ca renew --force --out {crt}.new {crt} {key} 2>&1",
+    )
+    return rc != 0 and int(sh(ca, journal).strip()) == refusals + 1
+
+
 def ca_log_has_renewal(ca_host: str, subject: str) -> bool:
     journal = sh(ca_host, "journalctl -u step-ca --no-pager -o cat")
     return any("path=/renew" in x and f"subject={subject} " in x for x in journal.splitlines())
@@ -352,15 +364,7 @@ def test_revocations_survive_the_failover(failed_over):
     ha = failed_over
     assert ha.revoked_serial in crl_serials_at("app-server", "etcd-k8s-2")
     assert refused_by(("etcd-k8s-2", "etcd-k8s-3"), *OLD_FILES)
-    journal = "journalctl -u step-ca --no-pager | grep -c 'certificate has been revoked' || true"
-    refusals = int(sh("etcd-k8s-2", journal).strip())
-    rc, out = tb.exec_in(
-        "app-server",
-        f"STEPPATH=/etc/step /opt/bin/step ca renew --force --out {OLD_PAIR}/new.crt "
-        f"{OLD_PAIR}/app-server-client.crt {OLD_PAIR}/app-server-client.key 2>&1",
-    )
-    assert rc != 0, out
-    assert int(sh("etcd-k8s-2", journal).strip()) == refusals + 1  # refused as revoked
+    assert renewal_refused_as_revoked("app-server", *OLD_FILES, ca="etcd-k8s-2")
 
 
 def test_new_ca_serves_a_tls_certificate_for_its_own_name_and_address(failed_over):
@@ -637,15 +641,9 @@ def test_restore_with_force_then_deploy_runs_the_same_ca(fresh_ca_node):
 
 
 def test_a_certificate_revoked_before_the_backup_stays_revoked(fresh_ca_node):
-    journal = "journalctl -u step-ca --no-pager | grep -c 'certificate has been revoked' || true"
-    refusals = int(sh("etcd-k8s-2", journal).strip())
-    rc, out = tb.exec_in(
-        "etcd-k8s-3",
-        f"STEPPATH=/etc/step /opt/bin/step ca renew --force --out {REVOKED}/new.crt "
-        f"{REVOKED}/c.crt {REVOKED}/c.key 2>&1",
+    assert renewal_refused_as_revoked(
+        "etcd-k8s-3", f"{REVOKED}/c.crt", f"{REVOKED}/c.key", ca="etcd-k8s-2"
     )
-    assert rc != 0, out
-    assert int(sh("etcd-k8s-2", journal).strip()) == refusals + 1
 
 
 def test_revocations_survive_the_restore(fresh_ca_node):
