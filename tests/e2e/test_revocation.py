@@ -126,6 +126,26 @@ def ledger(host: str = "etcd-k8s-1") -> list[list[str]]:
     return [line.split("\t") for line in sh(host, f"cat {CA}/ledger.tsv").splitlines()]
 
 
+JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
+
+
+def spy_on_command_lines(host: str) -> str:
+    """Start a loop on ``host`` that appends every process's command line to a log."""
+    log = f"/root/cmdlines-{time.time_ns()}"
+    tb.docker(
+        "exec", "-d", tb.container_name(host), "sh", "-c",
+        f"touch {log}.run; while [ -e {log}.run ]; do for f in /proc/[0-9]*/cmdline; do "
+        f"tr '\\0' ' ' < $f 2>/dev/null; echo; done >> {log}; done",
+    )  # fmt: skip
+    return log
+
+
+def stop_spying(host: str, log: str) -> str:
+    sh(host, f"rm -f {log}.run; sleep 0.5")
+    seen = sh(host, f"cat {log}; rm -f {log}")
+    return seen
+
+
 def pids() -> dict[str, str]:
     return {h: sh(h, "systemctl show -p MainPID --value etcd").strip() for h in ETCD_HOSTS}
 
@@ -254,7 +274,14 @@ def test_revoke_replaces_every_key_of_a_member_and_ends_its_connections(bed):
         "the watch saw nothing",
     )
 
+    # Every process's command line, read in a loop on the host and on the CA while the
+    # tokens are minted, used for issuance and for revocation: none may hold a JWT.
+    spies = {h: spy_on_command_lines(h) for h in (host, "etcd-k8s-1")}
     run = ssh(bed, "revoke.py", "--limit", host)
+    for h, spy in spies.items():
+        seen = stop_spying(h, spy)
+        assert len(seen.splitlines()) > 100, f"{h}: the loop did not run"
+        assert not JWT.search(seen), f"{h}: a token on a command line"
     assert run.rc == 0, run.output[-4000:]
     for kind, cert in old.items():
         assert public(host, f"{SSL}/{host}-{kind}.crt") != old_keys[kind], kind
