@@ -119,8 +119,8 @@ def status_report() -> None:
         members = crl_rows(plan, observations, ca, root, now)
         revoked = revoked_list(ca, ca_ledger())
         data["crl"] = {"members": members, "revoked": revoked}
-        exposure = {n: exposure[n] for n in plan.hosts if n in exposure}
-        data["exposure"] = exposure
+        scores = {n: exposure[n] for n in plan.hosts if n in exposure}
+        data["exposure"] = scores
         directory = Path(state.cwd or ".") / str(host.data.get("status_dir") or DEFAULT_DIR)
         json_path, html_path = write_report(directory, data, render_html(data))
         click.echo(
@@ -129,7 +129,7 @@ def status_report() -> None:
             + "\n"
             + render_revocation(ca, members, revoked)
             + "\n"
-            + render_exposure(exposure)
+            + render_exposure(scores)
             + f"\nwritten: {json_path}, {html_path}"
         )
         return False  # reporting is not a change
