@@ -13,11 +13,14 @@ tests run them against real files.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import shlex
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from .shell import on_exit
 
@@ -302,3 +305,36 @@ def defaults_ca_url(text: str | None) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+# --- authenticated backups ------------------------------------------------------------
+# Anyone who knows the public age recipient can make a backup that decrypts; a MAC with a
+# key only the operator holds (`backup_mac_key_file`, on the controller) tells theirs apart.
+MAC_SUFFIX = ".mac"
+MAC_PREFIX = "hmac-sha256 "
+MIN_MAC_KEY = 32
+
+
+def mac_key(path: str) -> bytes:
+    """The operator's MAC key from ``path``; ValueError (without quoting it) when it is
+    missing, short, or readable by others."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+        key = p.read_bytes().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {p}: {e.strerror}") from None
+    if mode & 0o077:
+        raise ValueError(f"{p} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+    if len(key) < MIN_MAC_KEY:
+        raise ValueError(f"{p} holds {len(key)} bytes; use {MIN_MAC_KEY} or more random bytes")
+    return key
+
+
+def backup_mac(key: bytes, data: bytes) -> str:
+    """The line stored beside a backup: HMAC-SHA256 of its bytes under ``key``."""
+    return MAC_PREFIX + hmac.new(key, data, hashlib.sha256).hexdigest() + "\n"
+
+
+def mac_matches(key: bytes, data: bytes, line: str) -> bool:
+    return hmac.compare_digest(backup_mac(key, data).strip(), line.strip())

@@ -123,6 +123,7 @@ class Settings:
     backup_s3_prefix: str
     backup_s3_region: str
     backup_s3_ca_file: str
+    backup_mac_key_file: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -319,6 +320,8 @@ def _check(v: dict[str, Any]) -> list[str]:
     )
     if not isinstance(v["backup_s3_ca_file"], str):
         out.append("`backup_s3_ca_file` must be a path on the controller, or ''")
+    if not isinstance(v["backup_mac_key_file"], str):
+        out.append("`backup_mac_key_file` must be a path on the controller, or ''")
     return out
 
 

@@ -106,6 +106,13 @@ backup_s3_region = "us-east-1"
 # CA bundle (PEM, on the controller) to verify the endpoint's TLS certificate, for
 # storage behind a private CA; empty: the controller's system trust store.
 backup_s3_ca_file = ""
+# A secret key (32 or more random bytes, mode 0600) in a file on the controller that
+# authenticates backups: backup.py writes FILE.tar.age.mac (HMAC-SHA256) beside each
+# backup (and uploads it), restore.py refuses a backup without a valid one. Anyone who
+# knows a public age recipient can make a backup that decrypts; only the holder of this
+# key can make one that restores. Empty: backups are not authenticated.
+# Make one with: head -c 32 /dev/urandom > ~/.etcd-pki-backup.mac && chmod 600 ...
+backup_mac_key_file = ""
 
 # ---------------------------------------------------------------------------
 # Leaf certificates

@@ -32,14 +32,18 @@ from etcd_pki.redundancy import (
     AGE_RECIPIENT_RE,
     ARMOR_BEGIN,
     ARMOR_END,
+    MAC_SUFFIX,
     NODE_TMP,
     STDIN_SEPARATOR,
     backup_filename,
+    backup_mac,
     digest_command,
     encrypt_command,
     identity_lines,
     install_material_script,
     is_age_file,
+    mac_key,
+    mac_matches,
     parse_digests,
     restore_db_script,
 )
@@ -379,6 +383,7 @@ def take_backup() -> None:
         )
     target = backup_dir(s)
     upload = _s3_upload(s)
+    key = _mac_key(s)
 
     def backup() -> None:
         # The ledger up to date first: a restore of this backup can revoke by serial.
@@ -401,9 +406,17 @@ def take_backup() -> None:
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
-        logger.info(f"{host.print_prefix}encrypted CA backup written to {path}")
+        written = [path]
+        if key:
+            mac = path.with_name(path.name + MAC_SUFFIX)
+            mac.write_text(backup_mac(key, path.read_bytes()))
+            mac.chmod(0o600)
+            written.append(mac)
+        logger.info(f"{host.print_prefix}encrypted CA backup written to {path}"
+                    + (" (authenticated: .mac beside it)" if key else ""))  # fmt: skip
         if upload:
-            upload(path)
+            for file in written:
+                upload(file)
 
     install_age()
     call(
@@ -412,6 +425,35 @@ def take_backup() -> None:
         + (f" and s3://{s.backup_s3_bucket}/{s.backup_s3_prefix}" if upload else ""),
         backup,
     )
+
+
+def _mac_key(s: Settings) -> bytes | None:
+    """The operator's backup MAC key (`backup_mac_key_file`), checked at prepare time."""
+    if not s.backup_mac_key_file:
+        return None
+    try:
+        return mac_key(s.backup_mac_key_file)
+    except ValueError as e:
+        raise PyinfraError(f"backup_mac_key_file: {e}") from None
+
+
+def _authenticated(source: Path, key: bytes | None) -> None:
+    """With a MAC key: ``source`` must carry a valid MAC (FILE.mac beside it)."""
+    if key is None:
+        return
+    mac = source.with_name(source.name + MAC_SUFFIX)
+    try:
+        line = mac.read_text()
+    except OSError:
+        raise PyinfraError(
+            f"restore_from: {source.name} is not authenticated: {mac.name} is missing "
+            "(backup_mac_key_file is set: only backups it signed are restored)"
+        ) from None
+    if not mac_matches(key, source.read_bytes(), line):
+        raise PyinfraError(
+            f"restore_from: {source.name} does not match {mac.name}: it was not made with "
+            "this backup_mac_key_file, or it was changed since. Refusing to restore it"
+        )
 
 
 def _restore_inputs(data) -> tuple[Path, Path, bool]:
@@ -441,6 +483,21 @@ def _restore_inputs(data) -> tuple[Path, Path, bool]:
     return source_path, identity_path, _truthy(data.get("restore_force", False))
 
 
+def _trusted_root() -> str:
+    """The fingerprint of the root every host of the cluster trusts ("" when none does
+    yet: a new cluster); PyinfraError when hosts trust different roots."""
+    plan = get_plan()
+    paths = {name: h.settings.trusted_root for name, h in plan.hosts.items() if h.certs}
+    found = snapshots_of({name: Want.of(contents={path}) for name, path in paths.items()})
+    roots = {fingerprint(pem) for n, snap in found.items() if (pem := snap.contents.get(paths[n]))}
+    if len(roots) > 1:
+        raise PyinfraError(
+            f"hosts trust different roots ({', '.join(sorted(roots))}): restore with "
+            "--data restore_force=true to choose this backup's"
+        )
+    return roots.pop() if roots else ""
+
+
 @deploy("Restore the CA from a backup")
 def restore_ca() -> None:
     """Put the CA material of an encrypted backup onto the active cert-manager.
@@ -459,6 +516,8 @@ def restore_ca() -> None:
     me = this_host()
     s = me.settings
     source, identity, force = _restore_inputs(host.data)
+    _authenticated(source, _mac_key(s))
+    trusted = "" if force else _trusted_root()
     d = shlex.quote(s.ca_dir)
 
     script = (
@@ -471,6 +530,11 @@ def restore_ca() -> None:
         'if ! age -d -i "$t/identity" -o "$t/m.tar" "$t/backup.age" 2>"$t/err"; then '
         'echo "__restore__ cannot-decrypt $(head -c 300 "$t/err" | tr "\\n" " ")"; exit 0; fi; '
         'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
+        # The root the cluster trusts: a backup of another CA would cut every host off.
+        f"want={trusted}; "
+        'if [ -n "$want" ]; then fp=$(openssl x509 -in "$t/m/certs/root_ca.crt" -noout '
+        "-fingerprint -sha256 | sed 's/.*=//; s/://g' | tr A-F a-f); "
+        'if [ "$fp" != "$want" ]; then echo "__restore__ foreign-root $fp"; exit 0; fi; fi; '
         f"if [ -e {d}/config/ca.json ] || [ -e {d}/certs/root_ca.crt ]; then "
         f'if ! cmp -s "$t/m/certs/root_ca.crt" {d}/certs/root_ca.crt; then '
         f"if [ {1 if force else 0} != 1 ]; then echo '__restore__ different-ca'; "
@@ -506,6 +570,13 @@ def restore_ca() -> None:
             raise PyinfraError(
                 f"{source.name} cannot be decrypted with the identity in {identity.name}: "
                 f"{' '.join(status[1:]).strip()}"
+            )
+        if status[0] == "foreign-root":
+            raise PyinfraError(
+                f"{source.name} holds another CA (root fingerprint {status[1].strip()}) than "
+                f"the one the cluster trusts ({trusted}): restoring it would cut every host "
+                "off. Re-run with --data restore_force=true only if you mean to replace the "
+                "CA (every host then needs its trust and certificates anew)"
             )
         if status[0] == "different-ca":
             existing = pem_blocks(

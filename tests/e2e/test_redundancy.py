@@ -499,6 +499,58 @@ def test_backup_without_recipients_is_refused(failed_over):
     assert len(list(ha.backup_dir.iterdir())) == 1
 
 
+def test_only_an_authenticated_backup_of_the_cas_own_root_restores(failed_over, tmp_path):
+    """Anyone may encrypt to the public age recipient: a backup of another CA is refused
+    (the cluster trusts this root), and with backup_mac_key_file one without the
+    operator's MAC is refused too. Nothing changes on the CA node either way."""
+    ha = failed_over
+    forged = tmp_path / "forged.tar.age"
+    forged.write_text(
+        sh(
+            "etcd-k8s-2",
+            "set -e; d=$(mktemp -d); mkdir $d/certs; openssl req -x509 -newkey ec -pkeyopt "
+            "ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=planted -keyout /dev/null "
+            f"-out $d/certs/root_ca.crt 2>/dev/null; tar -C $d -cz certs | age -a -r "
+            f"{ha.recipient}; rm -rf $d",
+        )
+    )
+
+    def restore_from(inv, source):
+        identity = f"restore_identity_file={ha.identity_file}"
+        args = ("--data", f"restore_from={source}", "--data", identity)
+        return deploy(inv, *args, deploy_file="restore.py")
+
+    def keys_and_config() -> dict[str, str]:  # the ledger grows with every backup
+        return {p: d for p, d in material_digests("etcd-k8s-2").items() if "ledger" not in p}
+
+    before = keys_and_config()
+    run = restore_from(ha.inventories["back"], forged)
+    assert run.rc != 0 and "holds another CA (root fingerprint" in run.output, run.output[-2000:]
+    assert ha.root_fingerprint in run.output and "Traceback" not in run.output
+    key = tmp_path / "mac.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    inv = inventory(ha, "mac", "etcd-k8s-2", ["etcd-k8s-2", "etcd-k8s-1"],
+                    backup_mac_key_file=str(key), backup_dir=str(tmp_path / "b"))  # fmt: skip
+    run = restore_from(inv, forged)
+    assert run.rc != 0 and "forged.tar.age is not authenticated" in run.output
+    run = deploy(inv, deploy_file="backup.py")
+    assert run.rc == 0, run.output[-3000:]
+    (backup,) = (tmp_path / "b").glob("*.tar.age")
+    assert (tmp_path / "b" / f"{backup.name}.mac").read_text().startswith("hmac-sha256 ")
+    tampered = tmp_path / "tampered.tar.age"
+    tampered.write_text(forged.read_text())
+    (tmp_path / "tampered.tar.age.mac").write_text(
+        (tmp_path / "b" / f"{backup.name}.mac").read_text()
+    )
+    run = restore_from(inv, tampered)
+    assert run.rc != 0 and "does not match tampered.tar.age.mac" in run.output
+    assert keys_and_config() == before
+    run = restore_from(inv, backup)  # the real one: accepted (the same CA: unchanged)
+    assert run.rc == 0, run.output[-3000:]
+    assert keys_and_config() == before
+
+
 S3_BUCKET, S3_PREFIX = "etcd-backups", "prod/ca/"
 S3_ACCESS, S3_SECRET = "etcdpkibackup", "S3-secret-of-the-test-bed-0123456789"
 

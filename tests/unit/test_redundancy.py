@@ -350,3 +350,24 @@ def test_install_script_sets_owner_and_mode_and_is_atomic(tmp_path):
     (source / "certs/root_ca.crt").unlink()
     result = sh(script)
     assert result.returncode == 4 and "the archive lacks certs/root_ca.crt" in result.stderr
+
+
+def test_backup_mac(tmp_path):
+    from etcd_pki.redundancy import backup_mac, mac_key, mac_matches
+
+    key_file = tmp_path / "mac.key"
+    key_file.write_bytes(os.urandom(32))
+    key_file.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by others"):
+        mac_key(str(key_file))
+    key_file.chmod(0o600)
+    key = mac_key(str(key_file))
+    line = backup_mac(key, b"ciphertext")
+    assert line.startswith("hmac-sha256 ") and mac_matches(key, b"ciphertext", line)
+    assert not mac_matches(key, b"ciphertexT", line)
+    assert not mac_matches(os.urandom(32), b"ciphertext", line)
+    short = tmp_path / "short.key"
+    short.write_bytes(b"x" * 10)
+    short.chmod(0o600)
+    with pytest.raises(ValueError, match="holds 10 bytes"):
+        mac_key(str(short))
