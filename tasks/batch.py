@@ -33,7 +33,9 @@ Entry = tuple[str, str, str, str]  # (path, user, group, octal mode)
 
 
 def directories_command(modes: Mapping[str, str]) -> str:
-    return " && ".join(f"install -d -m {m} {_q(p)}" for p, m in modes.items())
+    """Each directory (made with its parents when missing) owned by root, with its mode:
+    an existing one of another owner or mode is set right too."""
+    return " && ".join(f"install -d -o root -g root -m {m} {_q(p)}" for p, m in modes.items())
 
 
 def ownership_command(dirs: Sequence[Entry] = (), files: Sequence[Entry] = ()) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from pyinfra.api import deploy
 
@@ -43,9 +44,23 @@ def _reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
         contents={root_path, defaults_path, _step_root(me.settings.step_dir), SYSTEM_TRUST_FILE},
-        stat={me.settings.ssl_dir, *links},
+        stat={
+            me.settings.ssl_dir,
+            _parent(me.settings.ssl_dir),
+            *links,
+            *_step_dirs(me.settings.step_dir),
+        },
         links=links,
     )
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] or "/"
+
+
+def _step_dirs(step_dir: str) -> dict[str, str]:
+    """step's directories, root's alone (as `step ca bootstrap` makes them)."""
+    return {d: "700" for d in (step_dir, f"{step_dir}/certs", f"{step_dir}/config")}
 
 
 def _bootstrap_state() -> tuple[bool, bool]:
@@ -84,8 +99,19 @@ def trust_commands(me: HostPlan) -> list[str]:
     root_stale, step_stale = _bootstrap_state()
     root = ca_root_pem()
     todo = []
-    if not before.is_directory(s.ssl_dir, mode="755"):
+    # Owned by root and writable by nobody else: everything trust rests on is in them.
+    if not before.is_directory(s.ssl_dir, "root", "root", "755"):
         todo.append(batch.directories_command({s.ssl_dir: "755"}))
+    parent = before.paths.get(_parent(s.ssl_dir))
+    if parent and (parent.user != "root" or int(str(parent.mode), 8) & 0o022):
+        # Whoever may write there may swap ssl_dir itself.
+        todo.append(f"chown root {shlex.quote(_parent(s.ssl_dir))} && "
+                    f"chmod go-w {shlex.quote(_parent(s.ssl_dir))}")  # fmt: skip
+    step_dirs = _step_dirs(s.step_dir)
+    if not step_stale and not all(
+        before.is_directory(d, "root", "root", m) for d, m in step_dirs.items()
+    ):
+        todo.append(batch.directories_command(step_dirs))
     if root_stale:
         todo.append(batch.write_files_command([(root_path, root, "644")]))
     wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
@@ -125,7 +151,7 @@ def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
         "fingerprint": fingerprint(root),
         "root": _step_root(step_dir),
     }
-    dirs = {d: "700" for d in (step_dir, f"{step_dir}/certs", f"{step_dir}/config")}
+    dirs = _step_dirs(step_dir)
     files = [
         (defaults["root"], root, "600"),
         (f"{step_dir}/config/defaults.json", json.dumps(defaults, indent=2) + "\n", "644"),

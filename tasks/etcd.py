@@ -218,7 +218,7 @@ def configure_etcd() -> None:
     # where something differs (nothing earlier in the deploy writes these paths).
     before = snapshot(_reads(me))
     dirs = []
-    if not before.is_directory(ETC_DIR, mode="755"):
+    if not before.is_directory(ETC_DIR, "root", "root", "755"):
         dirs.append((ETC_DIR, "root", "root", "755"))
     if not before.is_directory(me.etcd_data_dir, s.etcd_user, s.etcd_user, "700"):
         dirs.append((me.etcd_data_dir, s.etcd_user, s.etcd_user, "700"))

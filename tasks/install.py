@@ -147,7 +147,11 @@ def _dirs_to_make(bin_dir: str) -> dict[str, str]:
     """The binaries' and the download cache's directories that are missing or of another
     mode, with the mode each must have."""
     before = snapshot(Want.of(stat=list(_dir_modes(bin_dir))))
-    return {d: m for d, m in _dir_modes(bin_dir).items() if not before.is_directory(d, mode=m)}
+    return {
+        d: m
+        for d, m in _dir_modes(bin_dir).items()
+        if not before.is_directory(d, "root", "root", m)
+    }
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,9 @@ def install_step(step: bool = True) -> None:
         _step_tarballs(me, missing), missing.items(), strict=True
     ):
         tarball.install(f"{binary} {version}")
+    dirs = _dirs_to_make(me.settings.bin_dir)
+    if dirs and not missing:  # an install makes them; else an owner or mode went wrong
+        batch.directories(name=f"Owner and mode of {' and '.join(dirs)}", modes=dirs)
 
 
 def step_command(me: HostPlan) -> str:

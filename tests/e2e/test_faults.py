@@ -275,3 +275,25 @@ def test_expired_certificate_is_reissued_with_a_token(bed):
     assert f"Issue {name} (expired on" in fixed.output
     lifetime = read_cert(host, crt)
     assert lifetime.not_valid_after_utc - lifetime.not_valid_before_utc > timedelta(days=700)
+
+
+# What the deploy keeps each directory it relies on as: root's, writable by nobody else.
+DIRECTORIES = {
+    "/opt/bin": "root:root 755",
+    "/var/cache/etcd-pki": "root:root 700",
+    "/etc/etcd": "root:root 755",
+    SSL: "root:root 755",
+    "/etc/step": "root:root 700",
+    "/etc/step/config": "root:root 700",
+}
+
+
+def test_directories_of_another_owner_or_writable_by_others_are_repaired(bed):
+    before = snapshot()
+    sh("app-server", f"chown nobody /opt/bin {SSL} && chmod 777 /etc/step /var/cache/etcd-pki "
+       "&& chmod g+w /etc/etcd")  # fmt: skip
+    sh("etcd-k8s-2", "chown nobody:nogroup /etc/etcd /etc/step/config && chmod o+w /opt/bin")
+    converge(bed, before)
+    for host in ("app-server", "etcd-k8s-2"):
+        out = sh(host, f"stat -c '%n %U:%G %a' {' '.join(DIRECTORIES)}")
+        assert dict(line.split(" ", 1) for line in out.splitlines()) == DIRECTORIES, host
