@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .certs import (
     CRT_MODE,
+    EKUS,
     KEY_MODE,
     CertOnHost,
     _public_bytes,
@@ -55,6 +56,7 @@ RULES = {
     "subject": "the certificate's common name is not the planned subject",
     "sans": "the certificate's SANs differ from what the inventory implies",
     "eku": "the certificate lacks an extended key usage etcd needs",
+    "eku-extra": "the certificate has a usage its role does not need (a client that can serve)",
     "expired": "the certificate has expired",
     "renewal-overdue": "more than halfway from the renewal threshold to expiry",
     "renewal-due": "past the renewal threshold (warning: the timer renews it next run)",
@@ -240,11 +242,7 @@ def _under(path: str, directory: str) -> bool:
 # Per-host evaluation
 # ---------------------------------------------------------------------------
 
-REQUIRED_EKUS = {
-    "peer": {"serverAuth", "clientAuth"},
-    "server": {"serverAuth", "clientAuth"},
-    "client": {"clientAuth"},
-}
+REQUIRED_EKUS = EKUS
 
 
 def overdue_percent(threshold: int) -> float:
@@ -308,6 +306,13 @@ def evaluate_cert(
     missing_ekus = REQUIRED_EKUS[spec.kind] - leaf_ekus(leaf)
     if missing_ekus:
         add(spec.crt, "eku", f"lacks {', '.join(sorted(missing_ekus))}")
+    extra_ekus = leaf_ekus(leaf) - REQUIRED_EKUS[spec.kind]
+    if extra_ekus:
+        add(
+            spec.crt,
+            "eku-extra",
+            f"also {', '.join(sorted(extra_ekus))}, which a {spec.kind} certificate does not need",
+        )
 
     not_after = leaf.not_valid_after_utc
     used = lifetime_used(leaf, now) * 100

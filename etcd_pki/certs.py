@@ -19,6 +19,13 @@ from .plan import CertSpec
 
 _PEM_RE = re.compile(r"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----", re.S)
 CRT_MODE = "644"
+# The extended key usages each kind of certificate carries, no more: a client
+# certificate cannot serve (the CA's leaf template, templates/step-leaf.tpl).
+EKUS = {
+    "peer": frozenset({"serverAuth", "clientAuth"}),
+    "server": frozenset({"serverAuth", "clientAuth"}),
+    "client": frozenset({"clientAuth"}),
+}
 KEY_MODE = "400"
 
 
@@ -160,6 +167,11 @@ def reissue_reason(
         return f"expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     if common_name(leaf) != spec.subject:
         return f"subject is {common_name(leaf)!r}, want {spec.subject!r}"
+    if leaf_ekus(leaf) != EKUS[spec.kind]:
+        return (
+            f"usages {', '.join(sorted(leaf_ekus(leaf))) or '-'}, "
+            f"want {', '.join(sorted(EKUS[spec.kind]))}"
+        )
     have, want = leaf_sans(leaf), set(spec.sans)
     if have != want:
         return (

@@ -287,6 +287,11 @@ def build_plan(hosts: Iterable[HostInput]) -> ClusterPlan:
         names[host.name] = names.get(host.name, 0) + 1
         if not _is_dns_name(host.name) or "." in host.name:
             problems.append(f"{where}: the name is not a valid host name (letters, digits, '-')")
+        if ETCD in host.groups and host.name.endswith(("-client", "-server")):
+            problems.append(
+                f"{where}: an etcd host's name may not end in -client or -server (its peer "
+                "certificate is named after it, and those endings mark the other kinds)"
+            )
         if CERT_MANAGERS in host.groups and ETCD not in host.groups:
             problems.append(f"{where}: is in `{CERT_MANAGERS}` but not in `{ETCD}`")
         if not host.groups & {ETCD, CLIENTS}:

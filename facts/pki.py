@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from pyinfra.api import FactBase
@@ -128,13 +129,15 @@ class CertStates(FactBase):
 
 
 class CaClaims(FactBase):
-    """The certificate duration claims in step-ca's ca.json (None if there is no CA)."""
+    """The certificate duration claims and the x509 template (`template`, the text) of
+    step-ca's ca.json (None if there is no CA). Public: no key is read."""
 
     def command(self, ca_json: str) -> str:
         p = shlex.quote(ca_json)
         return (
             f"if [ -f {p} ]; then grep -oE "
-            f'\'"(min|max|default)TLSCertDuration": *"[^"]*"\' {p}; echo __ca__; fi; true'
+            f'\'"(min|max|default)TLSCertDuration": *"[^"]*"\' {p}; '
+            f'grep -oE \'"template": *"([^"\\\\]|\\\\.)*"\' {p}; echo __ca__; fi; true'
         )
 
     def process(self, output: list[str]) -> dict[str, str] | None:
@@ -143,8 +146,14 @@ class CaClaims(FactBase):
         claims = {}
         for line in output:
             key, _, value = line.partition(":")
-            if value:
-                claims[key.strip().strip('"')] = value.strip().strip('"')
+            key = key.strip().strip('"')
+            if key == "template":
+                try:
+                    claims[key] = json.loads(value.strip())
+                except ValueError:
+                    claims[key] = ""
+            elif value:
+                claims[key] = value.strip().strip('"')
         return claims
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import shlex
+from pathlib import Path
 
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
@@ -65,20 +67,29 @@ CLAIMS = {
 }
 
 
+# The provisioner's x509 template (step's default leaf template, but a subject ending in
+# "-client" gets clientAuth only: a client certificate cannot serve).
+LEAF_TEMPLATE = (Path(__file__).resolve().parents[1] / "templates" / "step-leaf.tpl").read_text()
+
+
 def claims_command(s: Settings, ca_json: str | None = None) -> str:
-    """Write the lifetime claims into the provisioner in ca.json (offline edit; `step`
-    parses the whole file as step-ca does and writes it back in its own layout)."""
+    """Write the lifetime claims and the leaf template into the provisioner in ca.json
+    (offline edit; `step` parses the whole file as step-ca does and writes it back in its
+    own layout, the template embedded)."""
+    template = base64.b64encode(LEAF_TEMPLATE.encode()).decode()
     return (
+        f'tpl=$(mktemp) && printf %s {template} | base64 -d > "$tpl" && '
         f"STEPPATH={s.ca_dir} {s.bin_dir}/step ca provisioner update "
         f"{shlex.quote(s.ca_provisioner)} --ca-config {ca_json or s.ca_json} "
         f"--x509-min-dur={s.cert_lifetime_min} --x509-max-dur={s.cert_lifetime_max} "
-        f"--x509-default-dur={s.cert_lifetime}"
+        f'--x509-default-dur={s.cert_lifetime} --x509-template="$tpl"; '
+        'rc=$?; rm -f "$tpl"; [ $rc = 0 ]'
     )
 
 
 def claims_match(found: dict[str, str], s: Settings) -> bool:
     try:
-        return all(
+        return found.get("template") == LEAF_TEMPLATE and all(
             parse_duration(found[claim]) == parse_duration(getattr(s, setting))
             for claim, setting in CLAIMS.items()
         )
@@ -271,7 +282,7 @@ def init_ca() -> None:
         if not claims_match(claims, s):
             claims_changed = server.shell(
                 name=f"Set certificate lifetimes in ca.json (min {s.cert_lifetime_min}, "
-                f"default {s.cert_lifetime}, max {s.cert_lifetime_max})",
+                f"default {s.cert_lifetime}, max {s.cert_lifetime_max}) and the leaf template",
                 commands=[claims_command(s)],
             )
 
@@ -312,7 +323,7 @@ def init_ca() -> None:
         started = batch.units_enabled(name="step-ca enabled and running", units=["step-ca.service"])
     if claims_changed is not None and initialised is None:
         systemd.service(
-            name="Reload step-ca (new lifetimes)",
+            name="Reload step-ca (new lifetimes or leaf template)",
             service="step-ca.service",
             reloaded=True,
             _if=claims_changed.did_change,

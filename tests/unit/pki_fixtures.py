@@ -85,10 +85,12 @@ class Ca:
         lifetime: timedelta = timedelta(hours=17520),
         subject: str | None = None,
         sans: tuple[str, ...] | None = None,
-        ekus=BOTH,
+        ekus=None,
     ) -> tuple[str, object]:
         """(chain PEM, key) of a leaf for ``spec`` with ``used`` of its lifetime gone."""
         key = key or ec.generate_private_key(ec.SECP256R1())
+        if ekus is None:  # what the CA's leaf template gives this kind
+            ekus = (ExtendedKeyUsageOID.CLIENT_AUTH,) if spec.kind == "client" else BOTH
         start = NOW - lifetime * used
         names = []
         for san in spec.sans if sans is None else sans:

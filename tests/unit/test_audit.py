@@ -150,6 +150,21 @@ CASES = {
         ),
         [("/etc/etcd/ssl/etcd-k8s-2-peer.crt", "eku")],
     ),
+    "client certificate that can also serve": (
+        "app-server",
+        lambda o, p, c: with_cert(
+            o,
+            "app-server-client",
+            **_fields(
+                good_cert(
+                    c,
+                    p.hosts["app-server"].cert("client"),
+                    ekus=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+                )
+            ),
+        ),
+        [("/etc/etcd/ssl/app-server-client.crt", "eku-extra")],
+    ),
     "expired": (
         "etcd-k8s-2",
         lambda o, p, c: with_cert(o, "etcd-k8s-2-peer", **_fields(good_cert(c, peer(p), used=1.2))),

@@ -120,3 +120,15 @@ def test_parse_state_output_reads_chain_key_and_stats(spec, ca):
 def test_fingerprint_is_sha256_of_der(ca):
     assert fingerprint(ca.root_pem) == ca.root.fingerprint(hashes.SHA256()).hex()
     assert len(fingerprint(ca.root_pem)) == 64
+
+
+def test_a_client_certificate_that_can_serve_is_issued_anew(defaults, ca):
+    """Certificates from before the CA's leaf template carry serverAuth on clients too."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    client = build_plan(seed_hosts(defaults)).hosts["app-server"].cert("client")
+    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    assert reason(good_cert(ca, client), client, ca) is None
+    assert reason(good_cert(ca, client, ekus=both), client, ca) == (
+        "usages clientAuth, serverAuth, want clientAuth"
+    )

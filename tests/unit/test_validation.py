@@ -291,3 +291,10 @@ def test_an_etcd_older_than_3_5_is_refused(defaults):
         build_plan(everywhere(**release)(seed_hosts(defaults)))
     assert "the deploy supports etcd 3.5, 3.6 and 3.7" in str(e.value)
     build_plan(everywhere(**{**release, "etcd_version": "3.7.3"})(seed_hosts(defaults)))
+
+
+def test_an_etcd_host_named_like_a_certificate_kind_is_refused(defaults):
+    hosts = seed_hosts(defaults)
+    hosts = [replace(h, name="db-client") if h.name == "etcd-k8s-3" else h for h in hosts]
+    with pytest.raises(ConfigError, match="host db-client: an etcd host's name may not end"):
+        build_plan(hosts)
