@@ -8,11 +8,11 @@ reads and raises one ``ConfigError`` listing every problem, naming host and fiel
 from __future__ import annotations
 
 import difflib
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .fields import plain_ip
 from .settings import ConfigError, Settings, _is_dns_name
 
 ETCD = "etcd"
@@ -161,9 +161,10 @@ def split_sans(names: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     dns: dict[str, None] = {}
     ips: dict[str, None] = {}
     for name in names:
-        try:
-            ips[str(ipaddress.ip_address(name))] = None
-        except ValueError:
+        ip = plain_ip(name)
+        if ip:
+            ips[ip] = None
+        else:
             dns[name.lower()] = None
     return tuple(dns), tuple(ips)
 
@@ -173,13 +174,11 @@ def _bad_sans(values: Any, field: str, where: str) -> list[str]:
         return [f"{where}: `{field}` must be a list"]
     problems = []
     for value in values:
-        try:
-            ipaddress.ip_address(str(value))
-        except ValueError:
-            if not _is_dns_name(str(value)):
-                problems.append(
-                    f"{where}: `{field}` entry {value!r} is neither an IP address nor a DNS name"
-                )
+        if plain_ip(value) is None and not _is_dns_name(str(value)):
+            problems.append(
+                f"{where}: `{field}` entry {value!r} is neither a plain IP address nor a "
+                "DNS name"
+            )
     return problems
 
 
@@ -206,11 +205,11 @@ def _address(host: HostInput) -> str | None:
     for candidate in (host.data.get("address"), host.data.get("ssh_hostname"), host.name):
         if candidate is None:
             continue
-        try:
-            return str(ipaddress.ip_address(str(candidate)))
-        except ValueError:
-            if candidate is host.data.get("address"):
-                return None  # an explicit but invalid address is an error, not a fallback
+        ip = plain_ip(candidate)  # no IPv6 zone (`%eth0`): not for a certificate or URL
+        if ip:
+            return ip
+        if candidate is host.data.get("address"):
+            return None  # an explicit but invalid address is an error, not a fallback
     return None
 
 

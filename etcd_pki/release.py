@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .fields import url_problem
+
 GITHUB_BASE = "https://github.com/smallstep"
 CHECKSUMS = "checksums.txt"
 
@@ -97,8 +99,8 @@ def release_url_problem(url: object) -> str | None:
     """Why ``url`` is not a usable ``etcd_release_url``, or None."""
     text = str(url or "")
     parsed = urlparse(text)
-    if parsed.scheme in ("http", "https") and parsed.netloc:
-        return None
+    if parsed.scheme in ("http", "https"):
+        return url_problem(text)
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         return "a file:// URL names a directory on the controller: file:///path, no host"
     directory = controller_dir(text)

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
+from .fields import LABEL_RE, NAME_RE, url_problem
 from .redundancy import recipient_problems
 from .release import release_url_problem
 from .s3 import target_problems
@@ -202,9 +202,9 @@ def _check(v: dict[str, Any]) -> list[str]:
         out.append(f"`install_source` = {source!r} is unknown; use one of {INSTALL_SOURCES}")
     if source == "mirror":
         url = v["install_mirror_url"]
-        parsed = urlparse(str(url or ""))
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            out.append(f"`install_mirror_url` = {url!r} must be an http(s):// URL")
+        problem = url_problem(url)
+        if problem:
+            out.append(f"`install_mirror_url` = {url!r} {problem}")
     if source == "controller":
         path = v["install_controller_dir"]
         if not path:
@@ -242,9 +242,11 @@ def _check(v: dict[str, Any]) -> list[str]:
             out.append(f"`etcd_release_url` = {v['etcd_release_url']!r}: {problem}")
         if not v["etcd_sha256"]:
             out.append("`etcd_sha256` must pin the tarball's sha256 per arch for source 'release'")
-    for name in ("ca_name", "ca_provisioner", "etcd_cluster_name", "etcd_service_name"):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}", str(v[name])):
-            out.append(f"`{name}` = {v[name]!r}: use letters, digits, space, '.', '_', '-'")
+    if not LABEL_RE.match(str(v["ca_name"])):
+        out.append(f"`ca_name` = {v['ca_name']!r}: use letters, digits, space, '.', '_', '-'")
+    for name in ("ca_provisioner", "etcd_cluster_name", "etcd_service_name"):
+        if not NAME_RE.match(str(v[name])):
+            out.append(f"`{name}` = {v[name]!r}: use letters, digits, '.', '_', '-' (no space)")
     seconds = {}
     for name in ("cert_lifetime", "cert_lifetime_max", "cert_lifetime_min"):
         try:
@@ -297,8 +299,15 @@ def _check(v: dict[str, Any]) -> list[str]:
     except ValueError as e:
         out.append(f"`crl_cache_duration`: {e}")
     post = v["renew_post_command"]
-    if post is not None and (not isinstance(post, str) or "\n" in post or not post.strip()):
-        out.append("`renew_post_command` must be one line of shell, or None")
+    if post is not None and (
+        not isinstance(post, str)
+        or not post.strip()
+        or any(ord(c) < 32 or ord(c) == 127 for c in post)
+    ):
+        out.append(
+            "`renew_post_command` must be one line of shell without control characters, "
+            "or None"
+        )
     for name in ("install_root_in_trust_store", "renew_persistent"):
         if not isinstance(v[name], bool):
             out.append(f"`{name}` must be True or False, got {v[name]!r}")

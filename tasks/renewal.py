@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+from etcd_pki.fields import systemd_quoted
 from etcd_pki.plan import CertSpec, HostPlan
 from facts.snapshot import Want
 from tasks import batch
@@ -43,7 +44,8 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
         "threshold": s.renew_threshold_percent,
         "tmp_crt": f"{cert.ssl_dir}/.{cert.name}.crt.new",
         "tmp_key": f"{cert.ssl_dir}/.{cert.name}.key.new",
-        "post_command": post,
+        # Quoted for systemd: `%` and `$` reach the shell as written, not expanded.
+        "post_command": systemd_quoted(post) if post else None,
         "on_calendar": s.renew_on_calendar,
         "randomized_delay": s.renew_randomized_delay,
         "persistent": s.renew_persistent,

@@ -231,3 +231,27 @@ def test_units_follow_the_settings_and_stale_units_are_removed(short_lived):
     # now; the renewal units themselves must not change again.
     changed = again.changed_operations()
     assert not [op for op in changed if "Renewal" in op or "daemon-reload" in op], changed
+
+
+# systemd expands `%` specifiers and `$` variables in unit files, and parses quotes and
+# backslashes: the command must reach the shell exactly as written in the settings.
+POST = "printf '%s|%s' \"$0\" '100%n $HOME ${HOME} \\\\ \"q\" ünï' > /etc/etcd/ssl/.post-check"
+
+
+def test_renew_post_command_arrives_unchanged(short_lived):
+    bed, _ = short_lived
+    host = "app-server"
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_post.py", data={**SHORT, "renew_post_command": POST}
+    )
+    run = deploy(inventory, "--limit", f"@docker/{tb.container_name(host)}")
+    assert run.rc == 0, run.output[-3000:]
+    sh(host, "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override")
+    try:
+        assert start(host, "step-renew-app-server-client") == 0
+    finally:
+        sh(host, "rm -f /run/etcd-pki/renew-override")
+    assert sh(host, "cat /etc/etcd/ssl/.post-check") == '/bin/sh|100%n $HOME ${HOME} \\\\ "q" ünï'
+    sh(host, "rm /etc/etcd/ssl/.post-check")
+    run = deploy(tb.write_inventory(tb.STATE_DIR / "inventory_short.py", data=SHORT))
+    assert run.rc == 0, run.output[-3000:]

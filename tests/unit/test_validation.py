@@ -102,7 +102,8 @@ CASES = [
     (
         "bad extra SAN",
         on("etcd-k8s-2", extra_sans=["bad_name!"]),
-        "host etcd-k8s-2: `extra_sans` entry 'bad_name!' is neither an IP address nor a DNS name",
+        "host etcd-k8s-2: `extra_sans` entry 'bad_name!' is neither a plain IP address nor a "
+        "DNS name",
     ),
     (
         "extra_sans not a list",
