@@ -59,7 +59,5 @@ def systemd_quoted(text: str) -> str:
     """
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ValueError("a control character (a newline, a tab) cannot be in a unit file")
-    escaped = (
-        text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    )
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
     return f'"{escaped}"'

@@ -176,8 +176,7 @@ def _bad_sans(values: Any, field: str, where: str) -> list[str]:
     for value in values:
         if plain_ip(value) is None and not _is_dns_name(str(value)):
             problems.append(
-                f"{where}: `{field}` entry {value!r} is neither a plain IP address nor a "
-                "DNS name"
+                f"{where}: `{field}` entry {value!r} is neither a plain IP address nor a DNS name"
             )
     return problems
 

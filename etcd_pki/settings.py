@@ -305,8 +305,7 @@ def _check(v: dict[str, Any]) -> list[str]:
         or any(ord(c) < 32 or ord(c) == 127 for c in post)
     ):
         out.append(
-            "`renew_post_command` must be one line of shell without control characters, "
-            "or None"
+            "`renew_post_command` must be one line of shell without control characters, or None"
         )
     for name in ("install_root_in_trust_store", "renew_persistent"):
         if not isinstance(v[name], bool):

@@ -20,7 +20,7 @@ from pyinfra.operations import files, server
 from etcd_pki.ca_commands import mint_command, provisioner_key_lookup  # noqa: F401
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
-from etcd_pki.shell import on_exit
+from etcd_pki.shell import finish_swap, on_exit
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_commands, trust_name
@@ -141,9 +141,12 @@ def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
     re-issued: its failed state is cleared (the audit warns about it until then).
     """
     s = me.settings
+    step = f"{s.bin_dir}/step"
+    # Stopped between a key's rename and its certificate's: the certificate follows.
+    finish = finish_swap(step, '"$tmp/crt"', '"$crt"', '"$key"')
     parts = [
-        f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); "
-        + on_exit('rm -rf "$tmp"')
+        f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); crt=; key=; "
+        + on_exit(f'[ -z "$crt" ] || {{ {finish}; }}; rm -rf "$tmp"')
     ]
     for cert in certs:
         parts.append(
@@ -155,7 +158,8 @@ def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
             f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.trusted_root} --force "
             ">/dev/null </dev/null; "
             f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
-            f'mv -f "$tmp/key" {cert.key}; mv -f "$tmp/crt" {cert.crt}; '
+            f"crt={shlex.quote(cert.crt)}; key={shlex.quote(cert.key)}; "
+            'mv -f "$tmp/key" "$key"; mv -f "$tmp/crt" "$crt"; crt=; '
             f"systemctl reset-failed {cert.unit}.service >/dev/null 2>&1 || true"
         )
     return "; ".join(parts)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from etcd_pki.fields import systemd_quoted
 from etcd_pki.plan import CertSpec, HostPlan
+from etcd_pki.shell import finish_swap
 from facts.snapshot import Want
 from tasks import batch
 from tasks.common import reads, render, snapshot, this_host
@@ -36,14 +39,25 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
     """Template variables of one certificate's renewal units."""
     s = me.settings
     post = me.settings.renew_post_command
+    step = f"{s.bin_dir}/step"
+    tmp_crt, tmp_key = (
+        f"{cert.ssl_dir}/.{cert.name}.crt.new",
+        f"{cert.ssl_dir}/.{cert.name}.key.new",
+    )
     return {
         "cert": cert,
         "bin_dir": s.bin_dir,
         "step_dir": s.step_dir,
         "renew_mode": s.renew_mode,
         "threshold": s.renew_threshold_percent,
-        "tmp_crt": f"{cert.ssl_dir}/.{cert.name}.crt.new",
-        "tmp_key": f"{cert.ssl_dir}/.{cert.name}.key.new",
+        "tmp_crt": tmp_crt,
+        "tmp_key": tmp_key,
+        # Stopped (killed, failed) between the key's rename and the certificate's: the
+        # new certificate follows its key; then the leftovers go.
+        "stop_post": systemd_quoted(
+            finish_swap(step, shlex.quote(tmp_crt), shlex.quote(cert.crt), shlex.quote(cert.key))
+            + f"; rm -f {shlex.quote(tmp_crt)} {shlex.quote(tmp_key)}"
+        ),
         # Quoted for systemd: `%` and `$` reach the shell as written, not expanded.
         "post_command": systemd_quoted(post) if post else None,
         "on_calendar": s.renew_on_calendar,
