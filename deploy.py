@@ -51,8 +51,8 @@ step_with_certificates = new_host and not me.is_cert_manager
 install_step(step=not step_with_certificates)
 if me.is_etcd:
     install_etcd()
-if me.is_cert_manager and get_plan().standbys:
-    install_age()  # standbys receive the CA material age-encrypted
+if me.is_cert_manager and (get_plan().standbys or me.settings.backup_recipients):
+    install_age()  # standbys receive the CA material age-encrypted; the root key's password
 if me.is_active_ca:
     init_ca()
     reapply_revocations()  # what its database lacks after a failover or restore

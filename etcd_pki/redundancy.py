@@ -127,16 +127,19 @@ def encrypt_command(
     paths: Sequence[str],
     recipients: Iterable[str],
     db_service: str | None = None,
+    optional: Sequence[str] = (),
 ) -> str:
     """tar the material below ``ca_dir`` and encrypt it with age (armored) to
     ``recipients``: only ciphertext on stdout, plaintext only inside the pipe.
 
-    With ``db_service`` (backups) step-ca's database ``db/`` (issued certificates,
+    Files of ``optional`` go in when they exist. With ``db_service`` (backups) step-ca's
+    database ``db/`` (issued certificates,
     revocations) is archived too; that service is stopped for the few moments the
     archive takes when it runs (a live badger database is not safe to copy) and
     started again whatever happens.
     """
-    files = " ".join(shlex.quote(p) for p in paths)
+    files = " ".join(shlex.quote(p) for p in paths if p not in optional)
+    maybe = " ".join(shlex.quote(p) for p in paths if p in optional)
     rs = " ".join(f"-r {shlex.quote(r)}" for r in recipients)
     db, restart, start_again = "", "", ""
     if db_service:
@@ -162,7 +165,8 @@ def encrypt_command(
         f'for f in {files}; do [ -f "$f" ] || {{ echo "CA material incomplete: '
         f'{ca_dir}/$f is missing" >&2; exit 3; }}; done; '
         f"{db}"
-        f'{{ tar -cz --owner=0 --group=0 --numeric-owner {files} $dbs; echo $? > "$t/rc"; }} '
+        f'opt=; for f in {maybe}; do [ ! -f "$f" ] || opt="$opt $f"; done; '
+        f'{{ tar -cz --owner=0 --group=0 --numeric-owner {files} $opt $dbs; echo $? > "$t/rc"; }} '
         f'| age -a {rs}; [ "$(cat "$t/rc")" = 0 ]{start_again}'
     )
 

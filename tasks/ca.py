@@ -14,6 +14,7 @@ from etcd_pki.crl import crl_block, crl_config_matches, set_crl_command
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_names_command
 from etcd_pki.settings import Settings, parse_duration
+from etcd_pki.shell import on_exit
 from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaCrlConfig, CaDnsNames
 from facts.snapshot import Snapshot, Want
@@ -40,6 +41,8 @@ CA_FILES = (
     ("secrets/intermediate_ca_key", "CA", "CA", "400"),
     ("secrets/password", "CA", "CA", "400"),
     ("secrets/provisioner_password", "root", "root", "400"),
+    # The root key's own password, age-encrypted to `backup_recipients` (see root_key).
+    ("secrets/root_ca_key.password.age", "root", "root", "400"),
     # Every certificate step-ca issued and every revocation (public data: tasks/crl.py).
     ("ledger.tsv", "root", "root", "644"),
 )
@@ -110,6 +113,34 @@ def crl_config_command(s: Settings) -> str:
         + claims_command(s, ca_json='"$tmp"')
         + f' >/dev/null; chown --reference={f} "$tmp"; chmod --reference={f} "$tmp"; '
         f'mv -f "$tmp" {f}; trap - EXIT'
+    )
+
+
+def root_password_file(s: Settings) -> str:
+    return f"{s.ca_dir}/secrets/root_ca_key.password.age"
+
+
+def root_key_command(s: Settings) -> str:
+    """Re-encrypt the root key with a new random password that is stored only
+    age-encrypted to `backup_recipients`: the running CA (which reads secrets/password)
+    cannot use the root key, and nobody on the host can without an operator's identity.
+    The encrypted password is written before the key changes: an interruption leaves the
+    key as it was (with the CA's password), and the next run starts again."""
+    d = shlex.quote(s.ca_dir)
+    recipients = " ".join(f"-r {shlex.quote(r)}" for r in s.backup_recipients)
+    out = shlex.quote(root_password_file(s))
+    return (
+        "set -e; umask 077; t=$(mktemp -d /run/etcd-pki-root.XXXXXX); "
+        + on_exit('rm -rf "$t"')
+        + "; "
+        'head -c 32 /dev/urandom | base64 -w0 > "$t/new"; '
+        f"{s.bin_dir}/step crypto change-pass {d}/secrets/root_ca_key "
+        f'--password-file {d}/secrets/password --new-password-file "$t/new" '
+        '--out "$t/key" --force >/dev/null; '
+        f'age -a {recipients} -o "$t/pw.age" "$t/new"; '
+        f'install -o root -g root -m 400 "$t/pw.age" {out}.new && mv -f {out}.new {out}; '
+        f'install -o root -g root -m 400 "$t/key" {d}/secrets/root_ca_key.new && '
+        f"mv -f {d}/secrets/root_ca_key.new {d}/secrets/root_ca_key"
     )
 
 
@@ -289,6 +320,13 @@ def init_ca() -> None:
     untouched = claims is not None and not (
         claims_changed or names_changed or url_changed or crl_changed
     )
+    protected = before.is_file(root_password_file(s))
+    if s.backup_recipients and not protected:
+        server.shell(
+            name="The root key gets its own password, age-encrypted to backup_recipients "
+            "(step-ca never needs it)",
+            commands=[root_key_command(s)],
+        )
     ca_permissions(s, before if untouched else None)
 
     unit_data = {"ca_dir": d, "ca_user": s.ca_user, "bin_dir": s.bin_dir, "ca_port": s.ca_port}

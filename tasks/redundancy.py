@@ -67,8 +67,9 @@ from tasks.crl import scan_ledger_command
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
-# Backups made before the ledger existed lack it; a restore keeps the node's own then.
-OPTIONAL_MATERIAL = ("ledger.tsv",)
+# Backups made before these existed lack them; a restore keeps the node's own then, and
+# a CA whose root key has no password of its own has no .age for it.
+OPTIONAL_MATERIAL = ("ledger.tsv", "secrets/root_ca_key.password.age")
 CA_SERVICE = "step-ca.service"
 
 
@@ -279,7 +280,7 @@ def copy_ca_material() -> None:
         try:
             ciphertext = run_on(
                 active,
-                encrypt_command(s.ca_dir, MATERIAL, [recipient]),
+                encrypt_command(s.ca_dir, MATERIAL, [recipient], optional=OPTIONAL_MATERIAL),
                 f"encrypting the CA material for {me.name}",
             )
             if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
@@ -390,7 +391,7 @@ def take_backup() -> None:
         run_on(host, f"umask 022; {ledger_command(s)} && {scan_ledger_command(s)}", "the ledger")
         ciphertext = run_on(
             host,
-            encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients, db_service=CA_SERVICE),
+            encrypt_command(s.ca_dir, MATERIAL, s.backup_recipients, CA_SERVICE, OPTIONAL_MATERIAL),
             "encrypting the CA backup",
         )
         if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):

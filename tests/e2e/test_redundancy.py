@@ -234,6 +234,40 @@ def test_standby_holds_the_material_with_the_same_owners_and_modes(ha):
         assert first == second, host
 
 
+def test_the_online_ca_cannot_use_the_root_key(ha):
+    """The root key has its own password, stored only age-encrypted to the backup
+    recipients: the CA's password (which step-ca reads) no longer opens it; an
+    operator's identity does. The standby holds the same."""
+    pw = f"{CA}/secrets/root_ca_key.password.age"
+    for host in ("etcd-k8s-1", "etcd-k8s-2"):
+        assert sh(host, f"stat -c '%U:%G %a' {pw}").strip() == "root:root 400", host
+        assert sh(host, f"head -1 {pw}").startswith("-----BEGIN AGE ENCRYPTED FILE-----")
+        rc, _ = tb.exec_in(
+            host,
+            f"/opt/bin/step crypto key public {CA}/secrets/root_ca_key "
+            f"--password-file {CA}/secrets/password",
+        )
+        assert rc != 0, f"{host}: the CA's password opens the root key"
+    identity = ha.identity_file.read_text()
+    opened = tb.run(
+        ["docker", "exec", "-i", tb.container_name("etcd-k8s-1"), "sh", "-c",
+         "set -e; umask 077; t=$(mktemp -d /run/t.XXXXXX); trap 'rm -rf $t' EXIT; "
+         f"cat > $t/id; age -d -i $t/id -o $t/pw {pw}; /opt/bin/step crypto key public "
+         f"{CA}/secrets/root_ca_key --password-file $t/pw"],
+        input=identity,
+        check=False,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    root = x509.load_pem_x509_certificate(sh("etcd-k8s-1", f"cat {CA}/certs/root_ca.crt").encode())
+    from cryptography.hazmat.primitives import serialization
+
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert (
+        opened.stdout.strip()
+        == root.public_key().public_bytes(serialization.Encoding.PEM, spki).decode().strip()
+    )
+
+
 def test_step_ca_is_installed_but_not_running_on_the_standby(ha):
     assert "0.30" in sh("etcd-k8s-2", "/opt/bin/step-ca version")
     assert is_active("etcd-k8s-2") != "active"

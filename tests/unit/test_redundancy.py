@@ -223,6 +223,22 @@ def test_encrypt_command_archives_exactly_the_material(tmp_path, monkeypatch):
     assert "secrets/password is missing" in result.stderr
 
 
+def test_optional_material_goes_in_only_when_it_exists(tmp_path, monkeypatch):
+    ca = tmp_path / "ca"
+    _material(ca)
+    env = _fake_age(tmp_path)
+    optional = "secrets/root_ca_key.password.age"
+    cmd = encrypt_command(str(ca), [*MATERIAL, optional], ["age1x"], optional=[optional])
+    cmd = cmd.replace("/run/", f"{tmp_path}/")
+    for present in (False, True):
+        if present:
+            (ca / optional).write_text("ciphertext")
+        result = subprocess.run(["sh", "-c", cmd], capture_output=True, env=env)
+        assert result.returncode == 0, result.stderr
+        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+            assert sorted(tar.getnames()) == sorted([*MATERIAL, *([optional] if present else [])])
+
+
 def _fake_systemctl(tmp_path, active: bool, unloaded: bool = False) -> Path:
     """A `systemctl` on PATH that logs its arguments (is-active answers ``active``;
     ``unloaded``: reset-failed fails, as for a unit systemd unloaded once stopped)."""
