@@ -124,6 +124,7 @@ class Settings:
     backup_s3_region: str
     backup_s3_ca_file: str
     backup_mac_key_file: str
+    backup_s3_allow_http: bool
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -307,7 +308,7 @@ def _check(v: dict[str, Any]) -> list[str]:
         out.append(
             "`renew_post_command` must be one line of shell without control characters, or None"
         )
-    for name in ("install_root_in_trust_store", "renew_persistent"):
+    for name in ("install_root_in_trust_store", "renew_persistent", "backup_s3_allow_http"):
         if not isinstance(v[name], bool):
             out.append(f"`{name}` must be True or False, got {v[name]!r}")
     for name in ("ca_extra_sans", "extra_sans"):
@@ -324,6 +325,7 @@ def _check(v: dict[str, Any]) -> list[str]:
             v["backup_s3_bucket"],
             v["backup_s3_prefix"],
             v["backup_s3_region"],
+            v["backup_s3_allow_http"] is True,
         )
     )
     if not isinstance(v["backup_s3_ca_file"], str):

@@ -94,11 +94,12 @@ backup_recipients: list[str] = []
 # A relative path is relative to this repository (git-ignored).
 backup_dir = "backups"
 # Optional copy of each backup in S3-compatible storage (AWS S3, MinIO, Ceph RGW,
-# Garage, ...), uploaded by the controller right after it is written to `backup_dir`.
-# Empty endpoint: no upload. The endpoint is scheme://host[:port]; requests are
-# path-style (ENDPOINT/BUCKET/PREFIX+NAME) and signed with AWS SigV4. Credentials are
-# read from the controller's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-# optional AWS_SESSION_TOKEN), never from here. Only age ciphertext is uploaded.
+# Garage, ...), uploaded by the controller (boto3) right after it is written to
+# `backup_dir`. Empty endpoint: no upload. The endpoint is https://host[:port];
+# requests are path-style (ENDPOINT/BUCKET/PREFIX+NAME) and signed with AWS SigV4; a
+# redirect is never followed. Credentials come from boto3's chain on the controller
+# (AWS_* environment, ~/.aws profiles (AWS_PROFILE), SSO, instance metadata,
+# credential_process), never from here. Only age ciphertext is uploaded.
 backup_s3_endpoint = ""  # e.g. "https://s3.eu-west-1.amazonaws.com"
 backup_s3_bucket = ""
 backup_s3_prefix = "etcd-pki/"  # "folder/" names, or "" for the bucket's top
@@ -106,6 +107,8 @@ backup_s3_region = "us-east-1"
 # CA bundle (PEM, on the controller) to verify the endpoint's TLS certificate, for
 # storage behind a private CA; empty: the controller's system trust store.
 backup_s3_ca_file = ""
+# A plain http:// endpoint is refused unless this is True (a test server, a loopback).
+backup_s3_allow_http = False
 # A secret key (32 or more random bytes, mode 0600) in a file on the controller that
 # authenticates backups: backup.py writes FILE.tar.age.mac (HMAC-SHA256) beside each
 # backup (and uploads it), restore.py refuses a backup without a valid one. Anyone who

@@ -327,19 +327,14 @@ def _s3_upload(s: Settings) -> Callable[[Path], None] | None:
     """
     if not s.backup_s3_endpoint:
         return None
-    try:
-        credentials = s3.Credentials.from_env(os.environ)
-    except ValueError as e:
-        raise PyinfraError(f"backup_s3_endpoint is set but {e}") from None
+    if not s3.has_credentials():
+        raise PyinfraError(
+            "backup_s3_endpoint is set but no AWS credentials were found on this controller "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in ~/.aws, SSO, ...)"
+        )
     ca_file = s.backup_s3_ca_file or None
     if ca_file and not Path(ca_file).expanduser().is_file():
         raise PyinfraError(f"backup_s3_ca_file: {ca_file} is not a file on the controller")
-    if s.backup_s3_endpoint.startswith("http:"):
-        logger.warning(
-            f"backup_s3_endpoint {s.backup_s3_endpoint} is plain http: the backup is "
-            "ciphertext and the secret key is never sent, but requests can be replayed or "
-            "dropped on the way; prefer https"
-        )
 
     def upload(path: Path) -> None:
         key = f"{s.backup_s3_prefix}{path.name}"
@@ -349,7 +344,6 @@ def _s3_upload(s: Settings) -> Callable[[Path], None] | None:
                 s.backup_s3_bucket,
                 key,
                 path.read_bytes(),
-                credentials,
                 region=s.backup_s3_region,
                 ca_file=str(Path(ca_file).expanduser()) if ca_file else None,
             )

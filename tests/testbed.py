@@ -1861,9 +1861,18 @@ def run_pyinfra(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **AWS_ISOLATION, **(env or {})},
         check=False,
     )
+
+
+# boto3's credential chain would otherwise read the user's ~/.aws and ask the cloud
+# metadata address (169.254.169.254), which is not the bed's to talk to.
+AWS_ISOLATION = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
 
 
 def status() -> str:
