@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
 
+from tasks.backup import take_backup
 from tasks.common import this_host
-from tasks.redundancy import take_backup
 
 me = this_host()
 if me.is_active_ca:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
 
+from tasks.backup import restore_ca
 from tasks.common import this_host
-from tasks.redundancy import restore_ca
 
 me = this_host()
 if me.is_active_ca:
