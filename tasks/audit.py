@@ -32,7 +32,6 @@ import click
 from pyinfra import host, inventory, state
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.context import ctx_inventory
 from pyinfra.operations import python
 
 from etcd_pki.audit import (
@@ -51,11 +50,12 @@ from etcd_pki.status import host_rows, left_text
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, FileBase64, HttpsBase64, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
-from tasks.common import ca_root_pem, get_plan, node_name, pyinfra_host, this_host
+from tasks.common import node_name, pyinfra_host
 from tasks.crl import SERVICE as CRL_SERVICE
 from tasks.crl import TIMER as CRL_TIMER
 from tasks.crl import local_crl_url
 from tasks.install import DOWNLOAD_DIR
+from tasks.run import ca_root_pem, get_plan, this_host, this_run
 
 # Where a CA secret (by file name) is searched for on every host.
 SECRET_ROOTS = ("/etc", "/root", "/home", "/opt", "/srv", "/tmp", "/var", "/usr/local")
@@ -71,12 +71,9 @@ class HostResult:
     expiry: list[dict] = field(default_factory=list)  # per certificate: days left etc.
 
 
-_runs: dict[int, dict[str, HostResult]] = {}
-
-
 def results() -> dict[str, HostResult]:
     """This run's results so far, by node name."""
-    return _runs.setdefault(id(ctx_inventory.get()), {})
+    return this_run().audit
 
 
 def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
@@ -94,24 +91,22 @@ def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
     ]
 
 
-_ca_crls: dict[int, CaCrl | None] = {}
-
-
 def ca_crl_or_none() -> CaCrl | None:
     """The active CA's current CRL and intermediate (read once per run), or None when
     the CA cannot be read."""
-    key = id(ctx_inventory.get())
-    if key not in _ca_crls:
+    run = this_run()
+    if not run.audit_ca_crl_read:
         plan = get_plan()
         s = plan.ca.settings
         ca = pyinfra_host(plan.active_ca)
         try:
             der = decode_b64(ca.get_fact(HttpsBase64, url=local_crl_url(s), root=s.ca_root))
             intermediate = ca.get_fact(PublicFile, path=s.ca_intermediate)
-            _ca_crls[key] = CaCrl(inspect_crl(der) if der else None, intermediate)
+            run.audit_ca_crl = CaCrl(inspect_crl(der) if der else None, intermediate)
         except (PyinfraError, ValueError):
-            _ca_crls[key] = None
-    return _ca_crls[key]
+            run.audit_ca_crl = None
+        run.audit_ca_crl_read = True
+    return run.audit_ca_crl
 
 
 def root_or_none() -> str | None:

@@ -41,14 +41,9 @@ from etcd_pki.settings import Settings
 from etcd_pki.shell import on_exit
 from facts.snapshot import Want
 from tasks.ca import ca_account, ledger_command
-from tasks.common import (
-    call,
-    get_plan,
-    run_on,
-    snapshots_of,
-    this_host,
-)
+from tasks.common import call, run_on
 from tasks.crl import scan_ledger_command
+from tasks.run import get_plan, snapshots_of, this_host
 from tasks.standby import (
     CA_SERVICE,
     MATERIAL,

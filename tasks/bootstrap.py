@@ -11,15 +11,8 @@ from etcd_pki.certs import fingerprint
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import (
-    ca_root_pem,
-    call,
-    decided_before_run,
-    get_plan,
-    reads,
-    snapshot,
-    this_host,
-)
+from tasks.common import call
+from tasks.run import ca_root_pem, decided_before_run, get_plan, snapshot, this_host
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
 # Debian's local trust anchors: `update-ca-certificates` adds each *.crt here to
@@ -39,8 +32,7 @@ def _step_root(step_dir: str) -> str:
     return f"{step_dir}/certs/root_ca.crt"
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
         contents={root_path, defaults_path, _step_root(me.settings.step_dir), SYSTEM_TRUST_FILE},
@@ -95,7 +87,7 @@ def trust_commands(me: HostPlan) -> list[str]:
     plan = get_plan()
     s = me.settings
     root_path, _, links = _paths(me)
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     root_stale, step_stale = _bootstrap_state()
     root = ca_root_pem()
     todo = []

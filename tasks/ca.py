@@ -19,16 +19,8 @@ from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaCrlConfig, CaDnsNames
 from facts.snapshot import Snapshot, Want
 from tasks import batch
-from tasks.common import (
-    fact_before_run,
-    fact_want,
-    get_plan,
-    reads,
-    render,
-    snapshot,
-    system_account,
-    this_host,
-)
+from tasks.common import render, system_account
+from tasks.run import fact_before_run, fact_want, get_plan, snapshot, this_host
 
 # (path below ca_dir, owner, group, mode). The root key stays root's: step-ca never
 # reads it at run time. The intermediate key and its password belong to the CA user.
@@ -226,8 +218,7 @@ def _directories(s: Settings, table, before: Snapshot | None, fix_files=()) -> N
         )
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     """A cert-manager's CA account, files, directories, unit and service (owner, group
     and mode only: no CA file is read)."""
     if not me.is_cert_manager:
@@ -252,7 +243,7 @@ def _reads(me: HostPlan) -> Want:
 
 def ca_snapshot() -> Snapshot:
     """This cert-manager's CA as it was before the run."""
-    return snapshot(_reads(this_host()))
+    return snapshot(reads(this_host()))
 
 
 @deploy("Initialise step-ca")

@@ -14,7 +14,6 @@ import gevent.event
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.context import ctx_inventory
 from pyinfra.operations import files, server
 
 from etcd_pki.ca_commands import mint_command, provisioner_key_lookup  # noqa: F401
@@ -24,24 +23,20 @@ from etcd_pki.shell import finish_swap, on_exit
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_ca, trust_commands, trust_name
-from tasks.common import (
+from tasks.common import call, pyinfra_host, run_on, spawn_in_context
+from tasks.crl import ca_view
+from tasks.install import step_command
+from tasks.renewal import renewal_units, units_command
+from tasks.run import (
     ca_root_pem,
-    call,
     decided_before_run,
     fact_before_run,
     fact_want,
     get_plan,
-    pyinfra_host,
-    reads,
-    run_on,
-    run_state,
     snapshot,
-    spawn_in_context,
     this_host,
+    this_run,
 )
-from tasks.crl import ca_view
-from tasks.install import step_command
-from tasks.renewal import renewal_units, units_command
 
 KEY_FLAGS = {
     "EC": "--kty EC --curve P-256",
@@ -76,7 +71,7 @@ def parse_minted(output: str, certs: Sequence[CertSpec], ca: str) -> list[str | 
 
 class _Minter:
     """Mints the tokens asked for within `GATHER_SECONDS` of each other in one command
-    on the CA (one per run and inventory; see `tokens`)."""
+    on the CA (one per run: `Run.minter`)."""
 
     def __init__(self, plan: ClusterPlan) -> None:
         self.plan = plan
@@ -86,7 +81,7 @@ class _Minter:
     def tokens(self, certs: Sequence[CertSpec]) -> list[str]:
         if not certs:
             return []
-        run_state().minted = True
+        this_run().minted = True
         waits = []
         for cert in certs:
             waits.append(gevent.event.AsyncResult())
@@ -119,18 +114,15 @@ class _Minter:
         return parse_minted(output, certs, ca)
 
 
-_minters: dict[int, _Minter] = {}
-
-
 def mint_tokens(plan: ClusterPlan, certs: Sequence[CertSpec]) -> list[str]:
     """One-time tokens for ``certs``, minted on the CA node; kept in memory only.
 
     Raises PyinfraError naming the first certificate that got none.
     """
-    key = id(ctx_inventory.get())
-    if key not in _minters:
-        _minters[key] = _Minter(plan)
-    return _minters[key].tokens(certs)
+    run = this_run()
+    if run.minter is None:
+        run.minter = _Minter(plan)
+    return run.minter.tokens(certs)
 
 
 def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
@@ -176,8 +168,7 @@ def _none_there(me: HostPlan, before: Snapshot) -> bool:
     return all(before.is_absent(c.crt) and before.is_absent(c.key) for c in me.certs)
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     if not me.certs:
         return Want()
     step = f"{me.settings.bin_dir}/step"
@@ -203,7 +194,7 @@ def issue_certificates() -> None:
     if not me.certs:
         return
     s = me.settings
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     stale = before.found_dirs[_interrupted(me)]
     for path in stale:
         files.directory(
@@ -271,7 +262,7 @@ def is_new_host() -> bool:
     me = this_host()
     if not me.certs:
         return False
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     return not before.found_dirs[_interrupted(me)] and _none_there(me, before)
 
 

@@ -17,7 +17,6 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import gevent.lock
 from pyinfra import host, inventory, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
@@ -42,21 +41,15 @@ from facts.pki import FileBase64, HttpsBase64
 from facts.redundancy import LedgerLines, LedgerPending
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import (
+from tasks.common import call, node_name, on_hosts, pyinfra_host, render, run_on
+from tasks.run import (
     ca_root_before_run,
-    call,
     fact_before_run,
     fact_want,
     get_plan,
-    node_name,
-    on_hosts,
-    pyinfra_host,
-    reads,
-    render,
-    run_on,
-    run_state,
     snapshot,
     this_host,
+    this_run,
 )
 
 SERVICE = "etcd-pki-crl.service"
@@ -119,8 +112,7 @@ def unit_files(me: HostPlan) -> list[tuple[str, str, str]]:
     ]
 
 
-@reads
-def _member_reads(me: HostPlan) -> Want:
+def member_reads(me: HostPlan) -> Want:
     if not me.is_etcd:
         return Want()
     paths = _unit_paths(me.settings)
@@ -129,8 +121,7 @@ def _member_reads(me: HostPlan) -> Want:
     )
 
 
-@reads
-def _ca_reads(me: HostPlan) -> Want:
+def ca_reads(me: HostPlan) -> Want:
     """The active CA's current CRL, the intermediate that signs it, its ledger's
     revocations and what step-ca logged since the ledger was last brought up to date."""
     if not me.is_active_ca:
@@ -178,7 +169,7 @@ def ca_view() -> CaView:
         return CaView(
             existed=True,
             crl=crl,
-            intermediate=snapshot(_ca_reads(plan.ca)).contents.get(s.ca_intermediate),
+            intermediate=snapshot(ca_reads(plan.ca)).contents.get(s.ca_intermediate),
             root=root,
             ledger_revoked=live_revocations(
                 fact_before_run(LedgerLines, path=s.ledger, kind="revoked")
@@ -226,20 +217,17 @@ def fetch_command() -> str:
 def ca_crl_now() -> CrlInfo:
     """The active CA's CRL as it serves it now: read once per run, at execute time, when
     step-ca did not answer before the run (a restore or a failover starts it)."""
-    state = run_state()
-    with _ca_crl_lock:
-        if state.ca_crl is None:
+    run = this_run()
+    with run.ca_crl_lock:
+        if run.ca_crl is None:
             plan = get_plan()
             s = plan.ca.settings
             command = HttpsBase64().command(url=local_crl_url(s), root=s.ca_root)
             der = decode_b64(run_on(pyinfra_host(plan.active_ca), command, "reading the CA's CRL"))
             if not der:
                 raise PyinfraError(f"step-ca on {plan.active_ca} serves no CRL at {CRL_PATH}")
-            state.ca_crl = inspect_crl(der)
-    return state.ca_crl
-
-
-_ca_crl_lock = gevent.lock.BoundedSemaphore()
+            run.ca_crl = inspect_crl(der)
+    return run.ca_crl
 
 
 @deploy("CRL on this member")
@@ -254,7 +242,7 @@ def member_crl() -> None:
     """
     me = this_host()
     s = me.settings
-    before = snapshot(_member_reads(me))
+    before = snapshot(member_reads(me))
     written = [(p, t, m) for p, t, m in unit_files(me) if not before.has_text(p, t, mode=m)]
     view = ca_view()
     installed = decode_b64(fact_before_run(FileBase64, path=s.crl_file))
@@ -381,7 +369,7 @@ def record_ledger() -> None:
     call(
         f"Record issued certificates in {me.settings.ledger}",
         apply,
-        check=lambda: bool(view.pending) or run_state().minted,
+        check=lambda: bool(view.pending) or this_run().minted,
     )
 
 

@@ -22,18 +22,9 @@ from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.requirements import etcd_problem, etcd_version
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import (
-    call,
-    get_plan,
-    reads,
-    render,
-    run_on,
-    snapshot,
-    snapshots_of,
-    system_account,
-    this_host,
-)
+from tasks.common import call, render, run_on, system_account
 from tasks.install import install_etcd_release
+from tasks.run import get_plan, snapshot, snapshots_of, this_host
 
 ETC_DIR = "/etc/etcd"
 ENV_FILE = f"{ETC_DIR}/etcd.env"
@@ -90,8 +81,7 @@ def _paths(me: HostPlan) -> tuple[str, str, str]:
     return service, f"/etc/systemd/system/{service}", f"{me.etcd_data_dir}/member"
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     if not me.is_etcd:
         return Want()
     s = me.settings
@@ -123,7 +113,7 @@ def install_etcd() -> None:
     """
     me = this_host()
     s = me.settings
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     if s.etcd_install_source == "release":
         system_account(s.etcd_user, s.etcd_data_root, "etcd", before)
         if not before.is_directory(s.etcd_data_root, s.etcd_user, s.etcd_user, "700"):
@@ -216,7 +206,7 @@ def configure_etcd() -> None:
     }
     # What the operations below would check, as before the run; each is emitted only
     # where something differs (nothing earlier in the deploy writes these paths).
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     dirs = []
     if not before.is_directory(ETC_DIR, "root", "root", "755"):
         dirs.append((ETC_DIR, "root", "root", "755"))

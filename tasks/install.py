@@ -32,7 +32,7 @@ from etcd_pki.shell import on_exit
 from facts.pki import EtcdVersions, StepVersions, version_marker_command
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import fact_before_run, fact_want, reads, snapshot, this_host
+from tasks.run import fact_before_run, fact_want, snapshot, this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
 REMOVE_TMP = 'rm -rf "$tmp"'
@@ -43,8 +43,7 @@ def _dir_modes(bin_dir: str) -> dict[str, str]:
     return {bin_dir: "755", DOWNLOAD_DIR: "700"}
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     s = me.settings
     want = (
         fact_want(StepVersions, bin_dir=s.bin_dir)

@@ -12,7 +12,8 @@ from etcd_pki.plan import CertSpec, HostPlan
 from etcd_pki.shell import finish_swap
 from facts.snapshot import Want
 from tasks import batch
-from tasks.common import reads, render, snapshot, this_host
+from tasks.common import render
+from tasks.run import snapshot, this_host
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "step-renew-"
@@ -25,8 +26,7 @@ def _units(me: HostPlan) -> list[tuple[CertSpec, str, str]]:
     return [(cert, f"{UNIT_DIR}/{cert.unit}.{sfx}", sfx) for cert in me.certs for sfx in SUFFIXES]
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     paths = [path for _, path, _ in _units(me)]
     return Want.of(stat=paths, sha1=paths, units=map(_unit_name, paths), finds={STALE})
 
@@ -73,7 +73,7 @@ def _changes(me: HostPlan) -> tuple[list[str], str]:
     units = _units(me)
     timers = [f"{cert.unit}.timer" for cert in me.certs]
     paths = [path for _, path, _ in units]
-    before = snapshot(_reads(me))
+    before = snapshot(reads(me))
     written, rewritten = [], set()
     for cert, dest, suffix in units:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))

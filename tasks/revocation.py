@@ -47,11 +47,12 @@ from etcd_pki.plan import CertSpec, HostPlan
 from facts.pki import CertStates, FileBase64
 from tasks.ca import ledger_command
 from tasks.certs import issue_command, mint_tokens
-from tasks.common import call, get_plan, node_name, on_hosts, pyinfra_host, run_on, this_host
+from tasks.common import call, node_name, on_hosts, pyinfra_host, run_on
 from tasks.crl import SERVICE as CRL_SERVICE
 from tasks.crl import TIMER as CRL_TIMER
 from tasks.crl import fetch_command, parse_revoked, scan_ledger_command, script_path
 from tasks.etcd import INITIAL_ENV_FILE, etcdctl, rolling_restart_command
+from tasks.run import get_plan, this_host
 
 KINDS = ("peer", "server", "client")
 

@@ -37,16 +37,8 @@ from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
 from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import (
-    call,
-    get_plan,
-    pyinfra_host,
-    reads,
-    run_on,
-    snapshot,
-    snapshots_of,
-    this_host,
-)
+from tasks.common import call, pyinfra_host, run_on
+from tasks.run import get_plan, snapshot, snapshots_of, this_host
 
 AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
@@ -56,8 +48,7 @@ OPTIONAL_MATERIAL = ("ledger.tsv", "secrets/root_ca_key.password.age")
 CA_SERVICE = "step-ca.service"
 
 
-@reads
-def _reads(me: HostPlan) -> Want:
+def reads(me: HostPlan) -> Want:
     # Whether the host holds a CA: the active (a CA-less failover target), or a host
     # that is no longer a cert-manager (material to retire); age on cert-managers.
     s = me.settings
@@ -66,7 +57,7 @@ def _reads(me: HostPlan) -> Want:
 
 def _holds_ca(me: HostPlan) -> bool:
     """`config/ca.json` was on this host before the run."""
-    return snapshot(_reads(me)).is_file(me.settings.ca_json)
+    return snapshot(reads(me)).is_file(me.settings.ca_json)
 
 
 def _real(value: str, s: Settings) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 from pyinfra import host, state
 from pyinfra.api import deploy
-from pyinfra.context import ctx_inventory
 from pyinfra.operations import python
 
 from etcd_pki.audit import HostObservation
@@ -30,13 +29,11 @@ from etcd_pki.status import (
 from facts.audit import UnitExposure
 from facts.redundancy import LedgerLines
 from tasks.audit import _active_in_order, ca_crl_or_none, observe, root_or_none
-from tasks.common import get_plan, node_name, pyinfra_host, this_host
+from tasks.common import node_name, pyinfra_host
 from tasks.crl import SERVICE as CRL_SERVICE
+from tasks.run import get_plan, this_host, this_run
 
 DEFAULT_DIR = "reports"
-
-_runs: dict[int, dict[str, HostObservation]] = {}
-_exposures: dict[int, dict[str, dict[str, float]]] = {}
 
 
 def deploy_units(me) -> tuple[str, ...]:
@@ -95,9 +92,10 @@ def status_report() -> None:
     """
     plan = get_plan()
     me = this_host()
-    observations = _runs.setdefault(id(ctx_inventory.get()), {})
+    run = this_run()
+    observations: dict[str, HostObservation] = run.status
     observations[me.name] = observe(me, full=False)
-    exposure = _exposures.setdefault(id(ctx_inventory.get()), {})
+    exposure = run.exposure
     exposure[me.name] = host.get_fact(UnitExposure, units=deploy_units(me))
 
     def report() -> bool:
