@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any directory
 
 from tasks.backup import take_backup
-from tasks.common import this_host
+from tasks.run import this_host
 
 me = this_host()
 if me.is_active_ca:

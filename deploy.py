@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any direc
 
 from tasks.ca import init_ca
 from tasks.certs import certificates, step_comes_with_certificates
-from tasks.common import get_plan, this_host
 from tasks.crl import member_crl, reapply_revocations, record_ledger
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.install import install_step
+from tasks.run import get_plan, this_host
 from tasks.standby import (
     check_ca_material,
     copy_ca_material,

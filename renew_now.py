@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # found from any direc
 from pyinfra import host
 from pyinfra.operations import server
 
-from tasks.common import this_host
 from tasks.crl import record_renewals
+from tasks.run import this_host
 
 OVERRIDE = "/run/etcd-pki/renew-override"
 

@@ -160,9 +160,9 @@ def crl_config_matches(found: dict | None, cache_duration: str) -> bool:
 
 
 # step writes ca.json with Go's json.MarshalIndent and tabs: a top-level key is one tab in.
-_CRL_START = r'^\t"crl"[ \t]*:'
-_CLOSES_ON_LINE = r"\}[ \t]*,?[ \t]*$"  # `"crl": {...},` on one line
-_BLOCK_END = r"^\t\},?[ \t]*$"  # the line that closes a top-level object
+CRL_START = r'^\t"crl"[ \t]*:'
+CLOSES_ON_LINE = r"\}[ \t]*,?[ \t]*$"  # `"crl": {...},` on one line
+BLOCK_END = r"^\t\},?[ \t]*$"  # the line that closes a top-level object
 
 
 def crl_config_fact_command(ca_json: str) -> str:
@@ -170,8 +170,8 @@ def crl_config_fact_command(ca_json: str) -> str:
     nothing when there is no ca.json."""
     f = shlex.quote(ca_json)
     program = (
-        f"!f && /{_CRL_START}/ {{ f = 1; print; if ($0 ~ /{_CLOSES_ON_LINE}/) exit; next }} "
-        f"f {{ print; if ($0 ~ /{_BLOCK_END}/) exit }}"
+        f"!f && /{CRL_START}/ {{ f = 1; print; if ($0 ~ /{CLOSES_ON_LINE}/) exit; next }} "
+        f"f {{ print; if ($0 ~ /{BLOCK_END}/) exit }}"
     )
     return f"if [ -f {f} ]; then awk {shlex.quote(program)} {f}; echo __ca__; fi; true"
 
@@ -191,31 +191,6 @@ def parse_crl_config(lines: Iterable[str]) -> dict | None:
     except ValueError:
         return {}
     return found if isinstance(found, dict) else {}
-
-
-def set_crl_command(ca_json: str, block: dict[str, object]) -> str:
-    """awk that writes ca.json with its top-level `crl` object replaced by ``block`` (or
-    ``block`` added as the first key) to "$tmp"; the caller checks and renames it. Exits
-    3 when ca.json is not laid out as step writes it."""
-    lines = json.dumps(block, indent="\t").splitlines()
-    text = [f'\t"crl": {lines[0]}', *(f"\t{line}" for line in lines[1:-1]), f"\t{lines[-1]},"]
-    inserted = "\\n".join(text).replace("\t", "\\t").replace('"', '\\"')
-    comma = ",[ \\t]*$"
-    program = (
-        # The first line opens the object; the new block follows it.
-        f"NR == 1 {{ if ($0 !~ /^\\{{[ \\t]*$/) exit 3; print; "
-        f'printf "%s\\n", "{inserted}"; next }} '
-        # An old top-level crl block (on one line or several) is dropped ...
-        f"skip {{ if ($0 ~ /{_BLOCK_END}/) {{ skip = 0; if ($0 !~ /{comma}/) trim = 1 }} next }} "
-        f"/{_CRL_START}/ {{ if ($0 ~ /{_CLOSES_ON_LINE}/) {{ if ($0 !~ /{comma}/) trim = 1 }} "
-        "else skip = 1; next } "
-        # ... and when it was the last key, the key before it loses its comma.
-        f'{{ if (have) {{ if (trim) sub(/{comma}/, "", held); print held }} '
-        "trim = 0; held = $0; have = 1 } "
-        "END { if (skip) exit 3; "
-        f'if (have) {{ if (trim) sub(/{comma}/, "", held); print held }} }}'
-    )
-    return f'awk {shlex.quote(program)} {shlex.quote(ca_json)} > "$tmp"'
 
 
 # --- the ledger ------------------------------------------------------------------------
@@ -258,41 +233,6 @@ def parse_ledger(text: str) -> list[LedgerEntry]:
             continue
         entries.append(LedgerEntry(fields[0], int(fields[1]), *fields[2:5], *fields[5:6]))
     return entries
-
-
-def ledger_scan_program() -> str:
-    """awk that turns step-ca's request log lines (logrus text, one per request) into
-    ledger lines for each certificate signed, renewed or rekeyed."""
-    return (
-        "function val(k,  s, v) {"
-        '  if (!match($0, "(^| )" k "=")) return "";'
-        "  s = substr($0, RSTART + RLENGTH);"
-        '  if (substr(s, 1, 1) == "\\"") {'
-        '    s = substr(s, 2); v = substr(s, 1, index(s, "\\"") - 1) }'
-        '  else { v = s; sub(/ .*/, "", v) } return v }'
-        " / serial=[0-9]/ && / path=[^ ]*\\/(sign|renew|rekey)( |$)/ {"
-        '  printf "issued\\t%s\\t%s\\t%s\\t%s\\n", val("serial"), val("subject"),'
-        '  val("valid-to"), val("path") }'
-    )
-
-
-def ledger_scan_command(cursor: str, ledger: str | None) -> str:
-    """The ledger lines of what step-ca logged since the journal ``cursor``: printed
-    (``ledger`` None: read-only, the cursor stays) or appended to ``ledger`` (the cursor
-    moves on). With no cursor yet, step-ca's whole journal is read."""
-    c, program = shlex.quote(cursor), shlex.quote(ledger_scan_program())
-    journal = "journalctl -u step-ca.service -o cat --no-pager -q"
-    if ledger is None:
-        return (
-            f'c=$(cat {c} 2>/dev/null || true); {journal} ${{c:+--after-cursor="$c"}} '
-            f"2>/dev/null | awk {program}; true"
-        )
-    lg = shlex.quote(ledger)
-    return (
-        f"mkdir -p {shlex.quote(cursor.rsplit('/', 1)[0])} && "
-        f"new=$({journal} --cursor-file={c} | awk {program}) && "
-        f'if [ -n "$new" ]; then printf \'%s\\n\' "$new" | flock {lg} tee -a {lg} >/dev/null; fi'
-    )
 
 
 def revoked_line(

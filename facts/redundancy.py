@@ -7,13 +7,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from etcd_pki.crl import (
-    LedgerEntry,
-    crl_config_fact_command,
-    ledger_scan_command,
-    parse_crl_config,
-    parse_ledger,
-)
+from etcd_pki.commands.crl import ledger_scan_command
+from etcd_pki.crl import LedgerEntry, crl_config_fact_command, parse_crl_config, parse_ledger
 from etcd_pki.redundancy import dns_names_fact_command, parse_dns_names
 
 

@@ -44,6 +44,8 @@ from etcd_pki.audit import (
     scan_controller,
     summary,
 )
+from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
+from etcd_pki.commands.crl import TIMER as CRL_TIMER
 from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.plan import HostPlan
 from etcd_pki.status import host_rows, left_text
@@ -51,8 +53,6 @@ from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, FileBase64, HttpsBase64, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
 from tasks.common import node_name, pyinfra_host
-from tasks.crl import SERVICE as CRL_SERVICE
-from tasks.crl import TIMER as CRL_TIMER
 from tasks.crl import local_crl_url
 from tasks.install import DOWNLOAD_DIR
 from tasks.run import ca_root_pem, get_plan, this_host, this_run

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shlex
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,27 +21,29 @@ from pyinfra.api.exceptions import PyinfraError
 
 from etcd_pki import s3
 from etcd_pki.certs import fingerprint, pem_blocks
+from etcd_pki.commands.backup import (
+    STDIN_SEPARATOR,
+    encrypt_command,
+    restore_command,
+    restore_db_script,
+)
+from etcd_pki.commands.ca import ledger_command
+from etcd_pki.commands.crl import scan_ledger_command
 from etcd_pki.redundancy import (
     ARMOR_BEGIN,
     ARMOR_END,
     MAC_SUFFIX,
-    NODE_TMP,
-    STDIN_SEPARATOR,
     backup_filename,
     backup_mac,
-    encrypt_command,
     identity_lines,
     is_age_file,
     mac_key,
     mac_matches,
-    restore_db_script,
 )
 from etcd_pki.settings import Settings
-from etcd_pki.shell import on_exit
 from facts.snapshot import Want
-from tasks.ca import ca_account, ledger_command
+from tasks.ca import ca_account
 from tasks.common import call, run_on
-from tasks.crl import scan_ledger_command
 from tasks.run import get_plan, snapshots_of, this_host
 from tasks.standby import (
     CA_SERVICE,
@@ -258,36 +259,12 @@ def restore_ca() -> None:
     source, identity, force = _restore_inputs(host.data)
     _authenticated(source, _mac_key(s))
     trusted = "" if force else _trusted_root()
-    d = shlex.quote(s.ca_dir)
-
-    script = (
-        f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-restore.XXXXXX); "
-        + on_exit('rm -rf "$t"')
-        + "; "
-        f'while IFS= read -r line; do [ "$line" = {STDIN_SEPARATOR} ] && break; '
-        'printf \'%s\\n\' "$line" >> "$t/identity"; done; '
-        'base64 -d > "$t/backup.age"; mkdir "$t/m"; '
-        'if ! age -d -i "$t/identity" -o "$t/m.tar" "$t/backup.age" 2>"$t/err"; then '
-        'echo "__restore__ cannot-decrypt $(head -c 300 "$t/err" | tr "\\n" " ")"; exit 0; fi; '
-        'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
-        # The root the cluster trusts: a backup of another CA would cut every host off.
-        f"want={trusted}; "
-        'if [ -n "$want" ]; then fp=$(openssl x509 -in "$t/m/certs/root_ca.crt" -noout '
-        "-fingerprint -sha256 | sed 's/.*=//; s/://g' | tr A-F a-f); "
-        'if [ "$fp" != "$want" ]; then echo "__restore__ foreign-root $fp"; exit 0; fi; fi; '
-        f"if [ -e {d}/config/ca.json ] || [ -e {d}/certs/root_ca.crt ]; then "
-        f'if ! cmp -s "$t/m/certs/root_ca.crt" {d}/certs/root_ca.crt; then '
-        f"if [ {1 if force else 0} != 1 ]; then echo '__restore__ different-ca'; "
-        f"echo __existing__; cat {d}/certs/root_ca.crt 2>/dev/null || true; "
-        'echo __backup__; cat "$t/m/certs/root_ca.crt"; exit 0; fi; '
-        "systemctl stop step-ca.service 2>/dev/null || true; "
-        f'aside={d}.replaced-$(date -u +%Y%m%dT%H%M%SZ); mv {d} "$aside"; '
-        'echo "__restore__ moved-aside $aside"; fi; fi; '
-        f"result=$({material_install_script(s)}); "
-        'if [ "$result" = installed ]; then '
-        "systemctl stop step-ca.service 2>/dev/null || true; fi; "
-        f"{restore_db_script(s.ca_dir, s.ca_user, s.ca_user, CA_SERVICE)}; "
-        'echo "__restore__ $result"; echo __backup__; cat "$t/m/certs/root_ca.crt"'
+    script = restore_command(
+        s.ca_dir,
+        trusted,
+        force,
+        material_install_script(s),
+        restore_db_script(s.ca_dir, s.ca_user, s.ca_user, CA_SERVICE),
     )
 
     def restore() -> None:

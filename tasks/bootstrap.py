@@ -8,6 +8,14 @@ import shlex
 from pyinfra.api import deploy
 
 from etcd_pki.certs import fingerprint
+from etcd_pki.commands.certs import (
+    SYSTEM_TRUST_FILE,
+    step_config_command,
+    step_dirs,
+    step_root_path,
+    system_trust_command,
+)
+from etcd_pki.commands.files import directories_command, links_command, write_files_command
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
 from tasks import batch
@@ -15,9 +23,6 @@ from tasks.common import call
 from tasks.run import ca_root_pem, decided_before_run, get_plan, snapshot, this_host
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
-# Debian's local trust anchors: `update-ca-certificates` adds each *.crt here to
-# /etc/ssl/certs, and drops the links of files that are gone.
-SYSTEM_TRUST_FILE = "/usr/local/share/ca-certificates/etcd-pki-root_ca.crt"
 
 
 def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
@@ -27,20 +32,20 @@ def _paths(me: HostPlan) -> tuple[str, str, list[str]]:
     return s.trusted_root, f"{s.step_dir}/config/defaults.json", links
 
 
-def _step_root(step_dir: str) -> str:
-    """step's own copy of the root, where `step ca bootstrap` puts it."""
-    return f"{step_dir}/certs/root_ca.crt"
-
-
 def reads(me: HostPlan) -> Want:
     root_path, defaults_path, links = _paths(me)
     return Want.of(
-        contents={root_path, defaults_path, _step_root(me.settings.step_dir), SYSTEM_TRUST_FILE},
+        contents={
+            root_path,
+            defaults_path,
+            step_root_path(me.settings.step_dir),
+            SYSTEM_TRUST_FILE,
+        },
         stat={
             me.settings.ssl_dir,
             _parent(me.settings.ssl_dir),
             *links,
-            *_step_dirs(me.settings.step_dir),
+            *step_dirs(me.settings.step_dir),
         },
         links=links,
     )
@@ -48,11 +53,6 @@ def reads(me: HostPlan) -> Want:
 
 def _parent(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0] or "/"
-
-
-def _step_dirs(step_dir: str) -> dict[str, str]:
-    """step's directories, root's alone (as `step ca bootstrap` makes them)."""
-    return {d: "700" for d in (step_dir, f"{step_dir}/certs", f"{step_dir}/config")}
 
 
 def _bootstrap_state() -> tuple[bool, bool]:
@@ -65,7 +65,7 @@ def _bootstrap_state() -> tuple[bool, bool]:
     root = ca_root_pem()
     me = this_host()
     root_path, defaults_path, _ = _paths(me)
-    step_root = _step_root(me.settings.step_dir)
+    step_root = step_root_path(me.settings.step_dir)
     found = snapshot(Want.of(contents={root_path, defaults_path, step_root})).contents
     try:
         defaults = json.loads(found[defaults_path] or "{}")
@@ -93,22 +93,22 @@ def trust_commands(me: HostPlan) -> list[str]:
     todo = []
     # Owned by root and writable by nobody else: everything trust rests on is in them.
     if not before.is_directory(s.ssl_dir, "root", "root", "755"):
-        todo.append(batch.directories_command({s.ssl_dir: "755"}))
+        todo.append(directories_command({s.ssl_dir: "755"}))
     parent = before.paths.get(_parent(s.ssl_dir))
     if parent and (parent.user != "root" or int(str(parent.mode), 8) & 0o022):
         # Whoever may write there may swap ssl_dir itself.
         todo.append(f"chown root {shlex.quote(_parent(s.ssl_dir))} && "
                     f"chmod go-w {shlex.quote(_parent(s.ssl_dir))}")  # fmt: skip
-    step_dirs = _step_dirs(s.step_dir)
+    step_modes = step_dirs(s.step_dir)
     if not step_stale and not all(
-        before.is_directory(d, "root", "root", m) for d, m in step_dirs.items()
+        before.is_directory(d, "root", "root", m) for d, m in step_modes.items()
     ):
-        todo.append(batch.directories_command(step_dirs))
+        todo.append(directories_command(step_modes))
     if root_stale:
-        todo.append(batch.write_files_command([(root_path, root, "644")]))
+        todo.append(write_files_command([(root_path, root, "644")]))
     wrong = {path: "root_ca.crt" for path in links if not before.is_link(path, "root_ca.crt")}
     if wrong:
-        todo.append(batch.links_command(wrong))
+        todo.append(links_command(wrong))
     if step_stale:
         todo.append(step_config_command(s.step_dir, plan.ca_url, root))
     in_store = before.contents[SYSTEM_TRUST_FILE]
@@ -117,38 +117,6 @@ def trust_commands(me: HostPlan) -> list[str]:
     elif not s.install_root_in_trust_store and in_store is not None:
         todo.append(system_trust_command(None))
     return todo
-
-
-def system_trust_command(root: str | None) -> str:
-    """Put ``root`` into the system trust store (Debian's `update-ca-certificates`), or
-    take the deploy's root out of it (None)."""
-    update = (
-        "{ command -v update-ca-certificates >/dev/null || { echo 'install_root_in_trust_store:"
-        " update-ca-certificates not found (Debian package ca-certificates)' >&2; false; }; } "
-        "&& update-ca-certificates >/dev/null"
-    )
-    if root is None:
-        return f"rm -f {SYSTEM_TRUST_FILE} && {update}"
-    write = batch.write_files_command([(SYSTEM_TRUST_FILE, root, "644")])
-    anchors = {SYSTEM_TRUST_FILE.rsplit("/", 1)[0]: "755"}
-    return f"{batch.directories_command(anchors)} && {write} && {update}"
-
-
-def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
-    """Write what `step ca bootstrap` would ($STEPPATH's root and defaults.json, same
-    modes) without asking the CA: the root came from the CA node itself, so the host
-    saves a `step` process and a TLS round trip to the CA."""
-    defaults = {
-        "ca-url": ca_url,
-        "fingerprint": fingerprint(root),
-        "root": _step_root(step_dir),
-    }
-    dirs = _step_dirs(step_dir)
-    files = [
-        (defaults["root"], root, "600"),
-        (f"{step_dir}/config/defaults.json", json.dumps(defaults, indent=2) + "\n", "644"),
-    ]
-    return f"{batch.directories_command(dirs)} && {batch.write_files_command(files)}"
 
 
 def trust_name(me: HostPlan) -> str:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import base64
-import shlex
-from pathlib import Path
-
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
-from etcd_pki.crl import crl_block, crl_config_matches, set_crl_command
+from etcd_pki.commands.ca import (
+    CLAIMS,
+    LEAF_TEMPLATE,
+    RESTART,
+    claims_command,
+    crl_config_command,
+    init_command,
+    ledger_command,
+    root_key_command,
+    root_password_file,
+    set_ca_url_command,
+    set_dns_names_command,
+)
+from etcd_pki.commands.files import units_enabled_command, write_files_command
+from etcd_pki.crl import crl_config_matches
 from etcd_pki.plan import ClusterPlan, HostPlan
-from etcd_pki.redundancy import defaults_ca_url, set_ca_url_command, set_dns_names_command
+from etcd_pki.redundancy import defaults_ca_url
 from etcd_pki.settings import Settings, parse_duration
-from etcd_pki.shell import on_exit
 from facts.pki import CaClaims, PublicFile, StepVersions
 from facts.redundancy import CaCrlConfig, CaDnsNames
 from facts.snapshot import Snapshot, Want
@@ -45,41 +54,6 @@ CA_DIRS = (
     ("secrets", "root", "CA", "750"),
     ("db", "CA", "CA", "700"),
 )
-# What `step ca init` creates; found without config/ca.json they are an interrupted init.
-INIT_OUTPUTS = (
-    "certs",
-    "config",
-    "db",
-    "templates",
-    "secrets/root_ca_key",
-    "secrets/intermediate_ca_key",
-)
-# ca.json claim -> the group_data setting it must equal.
-CLAIMS = {
-    "minTLSCertDuration": "cert_lifetime_min",
-    "maxTLSCertDuration": "cert_lifetime_max",
-    "defaultTLSCertDuration": "cert_lifetime",
-}
-
-
-# The provisioner's x509 template (step's default leaf template, but a subject ending in
-# "-client" gets clientAuth only: a client certificate cannot serve).
-LEAF_TEMPLATE = (Path(__file__).resolve().parents[1] / "templates" / "step-leaf.tpl").read_text()
-
-
-def claims_command(s: Settings, ca_json: str | None = None) -> str:
-    """Write the lifetime claims and the leaf template into the provisioner in ca.json
-    (offline edit; `step` parses the whole file as step-ca does and writes it back in its
-    own layout, the template embedded)."""
-    template = base64.b64encode(LEAF_TEMPLATE.encode()).decode()
-    return (
-        f'tpl=$(mktemp) && printf %s {template} | base64 -d > "$tpl" && '
-        f"STEPPATH={s.ca_dir} {s.bin_dir}/step ca provisioner update "
-        f"{shlex.quote(s.ca_provisioner)} --ca-config {ca_json or s.ca_json} "
-        f"--x509-min-dur={s.cert_lifetime_min} --x509-max-dur={s.cert_lifetime_max} "
-        f'--x509-default-dur={s.cert_lifetime} --x509-template="$tpl"; '
-        'rc=$?; rm -f "$tpl"; [ $rc = 0 ]'
-    )
 
 
 def claims_match(found: dict[str, str], s: Settings) -> bool:
@@ -92,86 +66,11 @@ def claims_match(found: dict[str, str], s: Settings) -> bool:
         return False
 
 
-def crl_config_command(s: Settings) -> str:
-    """Set ca.json's `crl` object: step-ca publishes a CRL valid for `crl_cache_duration`
-    and makes a new one on every revocation. The edited copy is parsed and rewritten by
-    `step` (`claims_command`) before it replaces ca.json: a file step-ca could not read
-    is never put in place."""
-    f = shlex.quote(s.ca_json)
-    return (
-        f"set -e; tmp=$(mktemp {f}.XXXXXX); trap 'rm -f \"$tmp\"' EXIT; "
-        + set_crl_command(s.ca_json, crl_block(s.crl_cache_duration))
-        + "; "
-        + claims_command(s, ca_json='"$tmp"')
-        + f' >/dev/null; chown --reference={f} "$tmp"; chmod --reference={f} "$tmp"; '
-        f'mv -f "$tmp" {f}; trap - EXIT'
-    )
-
-
-def root_password_file(s: Settings) -> str:
-    return f"{s.ca_dir}/secrets/root_ca_key.password.age"
-
-
-def root_key_command(s: Settings) -> str:
-    """Re-encrypt the root key with a new random password that is stored only
-    age-encrypted to `backup_recipients`: the running CA (which reads secrets/password)
-    cannot use the root key, and nobody on the host can without an operator's identity.
-    The encrypted password is written before the key changes: an interruption leaves the
-    key as it was (with the CA's password), and the next run starts again."""
-    d = shlex.quote(s.ca_dir)
-    recipients = " ".join(f"-r {shlex.quote(r)}" for r in s.backup_recipients)
-    out = shlex.quote(root_password_file(s))
-    return (
-        "set -e; umask 077; t=$(mktemp -d /run/etcd-pki-root.XXXXXX); "
-        + on_exit('rm -rf "$t"')
-        + "; "
-        'head -c 32 /dev/urandom | base64 -w0 > "$t/new"; '
-        f"{s.bin_dir}/step crypto change-pass {d}/secrets/root_ca_key "
-        f'--password-file {d}/secrets/password --new-password-file "$t/new" '
-        '--out "$t/key" --force >/dev/null; '
-        f'age -a {recipients} -o "$t/pw.age" "$t/new"; '
-        f'install -o root -g root -m 400 "$t/pw.age" {out}.new && mv -f {out}.new {out}; '
-        f'install -o root -g root -m 400 "$t/key" {d}/secrets/root_ca_key.new && '
-        f"mv -f {d}/secrets/root_ca_key.new {d}/secrets/root_ca_key"
-    )
-
-
-def ledger_command(s: Settings) -> str:
-    """Create the CA's empty ledger where it is missing (tasks/crl.py fills it)."""
-    ledger = shlex.quote(s.ledger)
-    return f"[ -e {ledger} ] || install -m 644 -o root -g root /dev/null {ledger}"
-
-
-def init_command(plan: ClusterPlan, s: Settings) -> str:
-    """`step ca init`, non-interactive, with every name and IP clients use for the CA.
-
-    Fragments of an interrupted init (keys but no ca.json: that CA never served) are
-    moved aside, not deleted.
-    """
-    d = s.ca_dir
-    dns = " ".join(f"--dns={shlex.quote(n)}" for n in plan.ca_sans)
-    return (
-        f"set -e; cd {d}; leftovers=$(ls -d {' '.join(INIT_OUTPUTS)} 2>/dev/null || true); "
-        'if [ -n "$leftovers" ]; then aside=.interrupted-init-$(date +%s); '
-        "mkdir -m 700 $aside; mv $leftovers $aside/; fi; "
-        f"STEPPATH={d} {s.bin_dir}/step ca init --deployment-type=standalone "
-        f"--name={shlex.quote(s.ca_name)} {dns} --address=:{s.ca_port} "
-        f"--provisioner={shlex.quote(s.ca_provisioner)} --with-ca-url={plan.ca_url} "
-        f"--password-file={d}/secrets/password "
-        f"--provisioner-password-file={d}/secrets/provisioner_password; "
-        + claims_command(s)
-        + f"; {ledger_command(s)}; {crl_config_command(s)}"
-    )
-
-
 def _owner(value: str, s: Settings) -> str:
     return s.ca_user if value == "CA" else value
 
 
 UNIT_TEMPLATE = "templates/step-ca.service.j2"
-# A deliberate restart must not count towards the unit's crash-loop limit
-# (StartLimitBurst): a few in a row would leave the CA stopped.
-RESTART = "systemctl reset-failed step-ca.service 2>/dev/null; systemctl restart step-ca.service"
 UNIT_PATH = "/etc/systemd/system/step-ca.service"
 
 
@@ -329,8 +228,8 @@ def init_ca() -> None:
         unit = batch.steps(
             name="step-ca systemd unit (and daemon-reload)",
             commands=[
-                batch.write_files_command([(UNIT_PATH, unit_text, "644")]),
-                batch.units_enabled_command([], daemon_reload=True),
+                write_files_command([(UNIT_PATH, unit_text, "644")]),
+                units_enabled_command([], daemon_reload=True),
             ],
         )
     # A step-ca binary that install_step replaces in this run (the prepare-time versions:

@@ -6,7 +6,6 @@ bound to exactly this subject and these SANs; the host redeems it.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 
 import gevent
@@ -16,10 +15,10 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import files, server
 
-from etcd_pki.ca_commands import mint_command, provisioner_key_lookup  # noqa: F401
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
+from etcd_pki.commands.certs import issue_command
+from etcd_pki.commands.tokens import mint_command, provisioner_key_lookup  # noqa: F401
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
-from etcd_pki.shell import finish_swap, on_exit
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
 from tasks.bootstrap import trust_ca, trust_commands, trust_name
@@ -38,11 +37,6 @@ from tasks.run import (
     this_run,
 )
 
-KEY_FLAGS = {
-    "EC": "--kty EC --curve P-256",
-    "RSA": "--kty RSA --size 2048",
-    "OKP": "--kty OKP --curve Ed25519",
-}
 # `step ca token` with the password file decrypts the provisioner key every time (PBES2,
 # ~0.2 s of CPU on the CA), and every issuing host asks at about the same moment. The
 # requests that arrive together are gathered and minted by one command on the CA, which
@@ -123,38 +117,6 @@ def mint_tokens(plan: ClusterPlan, certs: Sequence[CertSpec]) -> list[str]:
     if run.minter is None:
         run.minter = _Minter(plan)
     return run.minter.tokens(certs)
-
-
-def issue_command(me: HostPlan, certs: Sequence[CertSpec], ca_url: str) -> str:
-    """Issue ``certs`` in order, one token each from stdin (one per line), in one command:
-    each key and certificate is written to a temp dir, then renamed into place.
-
-    A failed earlier run of a certificate's renewal service is moot once it is
-    re-issued: its failed state is cleared (the audit warns about it until then).
-    """
-    s = me.settings
-    step = f"{s.bin_dir}/step"
-    # Stopped between a key's rename and its certificate's: the certificate follows.
-    finish = finish_swap(step, '"$tmp/crt"', '"$crt"', '"$key"')
-    parts = [
-        f"set -e; umask 077; tmp=$(mktemp -d {s.ssl_dir}/.issue-XXXXXX); crt=; key=; "
-        + on_exit(f'[ -z "$crt" ] || {{ {finish}; }}; rm -rf "$tmp"')
-    ]
-    for cert in certs:
-        parts.append(
-            # `step` gets /dev/null: the remaining lines of stdin are the next tokens.
-            # The token reaches step in its environment, never on a command line.
-            "read -r token; "
-            f'STEP_TOKEN="$token" STEPPATH={s.step_dir} {s.bin_dir}/step ca certificate '
-            f'{shlex.quote(cert.subject)} "$tmp/crt" "$tmp/key" --not-after {s.cert_lifetime} '
-            f"{KEY_FLAGS[s.key_type]} --ca-url {ca_url} --root {s.trusted_root} --force "
-            ">/dev/null </dev/null; "
-            f'chown {cert.owner}: "$tmp/key"; chmod 400 "$tmp/key"; chmod 644 "$tmp/crt"; '
-            f"crt={shlex.quote(cert.crt)}; key={shlex.quote(cert.key)}; "
-            'mv -f "$tmp/key" "$key"; mv -f "$tmp/crt" "$crt"; crt=; '
-            f"systemctl reset-failed {cert.unit}.service >/dev/null 2>&1 || true"
-        )
-    return "; ".join(parts)
 
 
 def _interrupted(me: HostPlan) -> tuple[str, str]:

@@ -21,7 +21,13 @@ from pyinfra import host, inventory, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 
-from etcd_pki.ca_commands import revoke_command
+from etcd_pki.commands.crl import CURSOR, SERVICE, TIMER, crl_fetch_now_command, scan_ledger_command
+from etcd_pki.commands.files import (
+    timers_enabled_command,
+    units_enabled_command,
+    write_files_command,
+)
+from etcd_pki.commands.tokens import revoke_command
 from etcd_pki.crl import (
     CRL_PATH,
     INTERMEDIATES_PATH,
@@ -31,7 +37,6 @@ from etcd_pki.crl import (
     decode_b64,
     fetch_reason,
     inspect_crl,
-    ledger_scan_command,
     live_revocations,
     reapply,
 )
@@ -52,11 +57,7 @@ from tasks.run import (
     this_run,
 )
 
-SERVICE = "etcd-pki-crl.service"
-TIMER = "etcd-pki-crl.timer"
 UNIT_DIR = "/etc/systemd/system"
-# Where step-ca's journal was read up to for the ledger (per node: not CA material).
-CURSOR = "/var/lib/etcd-pki/step-ca-journal.cursor"
 
 
 def script_path(s: Settings) -> str:
@@ -206,14 +207,6 @@ def wanted_serials(view: CaView) -> frozenset[int]:
     return view.revoked | {r.serial for r in again}
 
 
-def fetch_command() -> str:
-    """Run the member's CRL fetch now; on failure show why (its journal) and fail."""
-    return (
-        f"systemctl start {SERVICE} || {{ journalctl -u {SERVICE} -n 5 -o cat --no-pager >&2; "
-        "exit 1; }"
-    )
-
-
 def ca_crl_now() -> CrlInfo:
     """The active CA's CRL as it serves it now: read once per run, at execute time, when
     step-ca did not answer before the run (a restore or a failover starts it)."""
@@ -253,9 +246,9 @@ def member_crl() -> None:
     reload = any(p in paths and not before.unit_not_loaded(u) for u, p in units.items())
     enable = ""
     if reload:
-        enable = batch.units_enabled_command([TIMER] if idle else [], daemon_reload=True)
+        enable = units_enabled_command([TIMER] if idle else [], daemon_reload=True)
     elif idle:
-        enable = batch.timers_enabled_command([TIMER])
+        enable = timers_enabled_command([TIMER])
 
     def why(crl: CrlInfo | None) -> str | None:
         seen = replace(view, crl=crl)
@@ -267,7 +260,11 @@ def member_crl() -> None:
         fetch = reason or script_path(s) in paths  # a new script is tried at once
         batch.steps(
             name=f"CRL fetch on this member: {', '.join(filter(None, done))}",
-            commands=[batch.write_files_command(written), enable, fetch_command() if fetch else ""],
+            commands=[
+                write_files_command(written),
+                enable,
+                crl_fetch_now_command() if fetch else "",
+            ],
         )
 
     if view.existed and view.crl is None:
@@ -343,11 +340,6 @@ def parse_revoked(output: str, revocations: Sequence[Revocation], ca: str) -> li
             why = errors.get(r.serial, "no answer from the CA node")
             raise PyinfraError(f"could not revoke serial {r.serial} ({r.subject}) on {ca}: {why}")
     return [str(r.serial) for r in revocations]
-
-
-def scan_ledger_command(s: Settings) -> str:
-    """Append what step-ca logged since the last scan to the ledger (see `LedgerPending`)."""
-    return "umask 022; " + ledger_scan_command(CURSOR, s.ledger)
 
 
 @deploy("Ledger of issued certificates")

@@ -8,8 +8,6 @@ own client certificate, so `--limit NEW-HOST` touches no other host.
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Sequence
 from io import StringIO
 
 from pyinfra import host, logger
@@ -18,6 +16,8 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
+from etcd_pki.commands.etcd import etcd_bins, etcdctl, initial_env, rolling_restart_command
+from etcd_pki.commands.files import ownership_command, units_enabled_command, write_files_command
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.requirements import etcd_problem, etcd_version
 from facts.snapshot import Want
@@ -40,39 +40,6 @@ DEBIAN_ETCD_VERSION = (
     "apt-cache show --no-all-versions etcd-server 2>/dev/null | sed -n 's/^Version: //p' | "
     "head -n1; fi"
 )
-
-
-def etcd_bins(me: HostPlan) -> tuple[str, str]:
-    """Paths of etcd and etcdctl for the configured install source."""
-    if me.settings.etcd_install_source == "debian":
-        return "/usr/bin/etcd", "/usr/bin/etcdctl"
-    return f"{me.settings.bin_dir}/etcd", f"{me.settings.bin_dir}/etcdctl"
-
-
-def etcdctl(me: HostPlan, endpoints: str, *args: str) -> str:
-    """An etcdctl command line authenticated with this host's client certificate."""
-    client = me.cert("client")
-    return " ".join(
-        [
-            etcd_bins(me)[1],
-            f"--endpoints={endpoints}",
-            f"--cacert={me.settings.trusted_root}",
-            f"--cert={client.crt}",
-            f"--key={client.key}",
-            "--dial-timeout=3s",
-            "--command-timeout=10s",
-            *args,
-        ]
-    )
-
-
-def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
-    return (
-        "# Written by the etcd PKI deploy when this member first joined.\n"
-        f"ETCD_INITIAL_CLUSTER_STATE={state}\n"
-        f"ETCD_INITIAL_CLUSTER={initial_cluster}\n"
-        f"ETCD_INITIAL_CLUSTER_TOKEN={cluster_name}\n"
-    )
 
 
 def _paths(me: HostPlan) -> tuple[str, str, str]:
@@ -234,9 +201,9 @@ def configure_etcd() -> None:
             if written
             else "etcd directories",
             commands=[
-                batch.ownership_command(dirs),
-                batch.write_files_command(written),
-                batch.units_enabled_command([], daemon_reload=bool(written)),
+                ownership_command(dirs),
+                write_files_command(written),
+                units_enabled_command([], daemon_reload=bool(written)),
             ],
         )
     # Configuration that etcd reads at start: a running member restarts for it.
@@ -289,23 +256,6 @@ def configure_etcd() -> None:
             f"{health}; exit 1"
         ],
         _if=any_changed(*waited_on),
-    )
-
-
-def rolling_restart_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
-    """Restart etcd on ``me`` only once every one of ``members`` answers healthy, and come
-    back only when ``me`` is healthy again (run for one member at a time: quorum is kept)."""
-    service = shlex.quote(f"{me.settings.etcd_service_name}.service")
-    endpoints = ",".join(m.client_url for m in members)
-    everyone = etcdctl(me, endpoints, "endpoint", "health")
-    local = etcdctl(me, f"https://127.0.0.1:{me.settings.etcd_client_port}", "endpoint", "health")
-    return (
-        f"for i in $(seq 1 60); do {everyone} >/dev/null 2>&1 && break; "
-        f"[ $i = 60 ] && {{ echo 'not every etcd member is healthy: {me.name} is not restarted' "
-        f">&2; {everyone} >&2; exit 1; }}; sleep 1; done; "
-        f"systemctl restart {service}; "
-        f"for i in $(seq 1 120); do {local} >/dev/null 2>&1 && exit 0; sleep 1; done; "
-        f"echo 'etcd on {me.name} not healthy 120 s after its restart' >&2; {local} >&2; exit 1"
     )
 
 

@@ -4,7 +4,6 @@ the pinned `step` (every host) and `step-ca` (cert-managers), and etcd when
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +15,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch
 from pyinfra.operations import server
 
+from etcd_pki.commands.files import directories_command
+from etcd_pki.commands.install import fetch_command, install_command, one_command
 from etcd_pki.plan import HostPlan
 from etcd_pki.release import (
     ETCD_ARCHES,
@@ -28,14 +29,12 @@ from etcd_pki.release import (
     fetch_checksums,
 )
 from etcd_pki.settings import Settings
-from etcd_pki.shell import on_exit
 from facts.pki import EtcdVersions, StepVersions, version_marker_command
 from facts.snapshot import Want
 from tasks import batch
 from tasks.run import fact_before_run, fact_want, snapshot, this_host
 
 DOWNLOAD_DIR = "/var/cache/etcd-pki"
-REMOVE_TMP = 'rm -rf "$tmp"'
 
 
 def _dir_modes(bin_dir: str) -> dict[str, str]:
@@ -79,69 +78,6 @@ def expected_sha256(base: str, pins: tuple[tuple[str, str], ...], artefact: Arte
     return digest
 
 
-def _install_command(
-    tarball: str,
-    sha256: str,
-    binaries: Sequence[str],
-    bin_dir: str,
-    optional: Sequence[str] = (),
-) -> str:
-    """Verify ``tarball``, unpack it and replace each of ``binaries`` (and each of
-    ``optional`` the tarball holds) in ``bin_dir``.
-
-    Nothing is replaced unless the sha256 matches and every required binary is in the
-    tarball: all are staged as ``.NAME.new`` first, then renamed over the old ones.
-    A mismatch names the file and both digests and deletes the download. Runs under
-    ``set -e``.
-    """
-    t, d = shlex.quote(tarball), shlex.quote(bin_dir)
-    names = [*binaries, *optional]
-    targets = ", ".join(f"{bin_dir}/{b}" for b in binaries)
-    cmd = [
-        f"chmod 600 {t}; actual=$(sha256sum {t} | cut -d' ' -f1); ",
-        f'if [ "$actual" != {sha256} ]; then ',
-        f'echo "sha256 mismatch for {tarball}: expected {sha256}, got $actual;'
-        f' {targets} left unchanged" >&2; rm -f {t}; exit 1; fi; ',
-        # Unpacked next to the binaries: staged by a rename, not a copy of each binary.
-        f"tmp=$(mktemp -d {d}/.unpack-XXXXXX); {on_exit(REMOVE_TMP)}; ",
-        f'tar -xzf {t} -C "$tmp"; ',
-    ]
-    for i, name in enumerate(names):
-        b = shlex.quote(name)
-        cmd.append(f'src{i}=$(find "$tmp" -maxdepth 3 -type f -name {b} | head -n1); ')
-        if name in binaries:
-            cmd.append(
-                f'[ -n "$src{i}" ] || {{ echo "{name} not found in {tarball};'
-                f' {targets} left unchanged" >&2; exit 1; }}; '
-            )
-    for i, name in enumerate(names):
-        b = shlex.quote(name)
-        stage = f'chown root:root "$src{i}"; chmod 0755 "$src{i}"; mv -f "$src{i}" {d}/.{b}.new'
-        cmd.append(f'if [ -n "$src{i}" ]; then {stage}; fi; ')
-    for i, name in enumerate(names):
-        b = shlex.quote(name)
-        cmd.append(f'if [ -n "$src{i}" ]; then mv -f {d}/.{b}.new {d}/{b}; fi; ')
-    return "".join(cmd).rstrip("; ")
-
-
-def _fetch_command(url: str, tarball: str, sha256: str, binaries: Sequence[str]) -> str:
-    """Download ``url`` to ``tarball`` with curl or wget, unless it already holds the
-    expected ``sha256`` (a run that stopped after its download). A failed download leaves
-    no file behind and names the URL."""
-    t, part, u = shlex.quote(tarball), shlex.quote(f"{tarball}.part"), shlex.quote(url)
-    unchanged = ", ".join(binaries)
-    return (
-        f"if ! printf '%s  %s\\n' {sha256} {t} | sha256sum -c --status 2>/dev/null; then "
-        f"rm -f {part}; "
-        f"if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o {part} {u}; "
-        f"elif command -v wget >/dev/null 2>&1; then wget -q -O {part} {u}; "
-        f'else echo "neither curl nor wget is installed" >&2; false; fi '
-        f'|| {{ echo "cannot download {url}; {unchanged} left unchanged" >&2; '
-        f"rm -f {part}; exit 1; }}; "
-        f"mv -f {part} {t}; fi"
-    )
-
-
 def _dirs_to_make(bin_dir: str) -> dict[str, str]:
     """The binaries' and the download cache's directories that are missing or of another
     mode, with the mode each must have."""
@@ -176,10 +112,10 @@ class Tarball:
         command.
         """
         tarball = f"{DOWNLOAD_DIR}/{self.name}"
-        install = _install_command(tarball, self.sha256, self.binaries, self.bin_dir, self.optional)
+        install = install_command(tarball, self.sha256, self.binaries, self.bin_dir, self.optional)
         if not self.from_controller:
-            fetch = _fetch_command(self.location, tarball, self.sha256, self.binaries)
-            return one_command(batch.directories_command(self.dirs), fetch, install, self.then)
+            fetch = fetch_command(self.location, tarball, self.sha256, self.binaries)
+            return one_command(directories_command(self.dirs), fetch, install, self.then)
         if not Path(self.location).is_file():
             raise PyinfraError(
                 f"host {this_host().name}: {self.location} is not a file on the controller"
@@ -196,12 +132,6 @@ class Tarball:
         """:meth:`command` as an operation named for ``label``; returns it."""
         verb = "Install" if self.from_controller else f"Download {self.name}, install"
         return server.shell(name=f"{verb} {label} (sha256 verified)", commands=[self.command()])
-
-
-def one_command(*steps: str) -> str:
-    """The non-empty ``steps`` as one command that stops at the first failure (so
-    nothing runs after a failed download or install)."""
-    return "; ".join(["set -e", *filter(None, steps)])
 
 
 def _step_tarballs(me: HostPlan, binaries: Mapping[str, str]) -> list[Tarball]:

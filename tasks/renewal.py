@@ -7,11 +7,15 @@ import shlex
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+from etcd_pki.commands.files import (
+    timers_enabled_command,
+    units_enabled_command,
+    write_files_command,
+)
+from etcd_pki.commands.shell import finish_swap
 from etcd_pki.fields import systemd_quoted
 from etcd_pki.plan import CertSpec, HostPlan
-from etcd_pki.shell import finish_swap
 from facts.snapshot import Want
-from tasks import batch
 from tasks.common import render
 from tasks.run import snapshot, this_host
 
@@ -90,10 +94,10 @@ def _changes(me: HostPlan) -> tuple[list[str], str]:
         for u in rewritten
     )
     if reload:
-        enable = batch.units_enabled_command(idle, daemon_reload=True)
+        enable = units_enabled_command(idle, daemon_reload=True)
     else:
-        enable = batch.timers_enabled_command(idle) if idle else ""
-    command = " && ".join(c for c in (batch.write_files_command(written), enable) if c)
+        enable = timers_enabled_command(idle) if idle else ""
+    command = " && ".join(c for c in (write_files_command(written), enable) if c)
     return stale, command
 
 

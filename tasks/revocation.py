@@ -34,8 +34,14 @@ from pyinfra import host, inventory, logger, state
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 
-from etcd_pki.ca_commands import revoke_command
 from etcd_pki.certs import parse_state_output
+from etcd_pki.commands.ca import ledger_command
+from etcd_pki.commands.certs import issue_command
+from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
+from etcd_pki.commands.crl import TIMER as CRL_TIMER
+from etcd_pki.commands.crl import crl_fetch_now_command, scan_ledger_command
+from etcd_pki.commands.etcd import etcdctl, restart_if_needed_command
+from etcd_pki.commands.tokens import revoke_command
 from etcd_pki.crl import (
     Revocation,
     decode_b64,
@@ -45,13 +51,10 @@ from etcd_pki.crl import (
 )
 from etcd_pki.plan import CertSpec, HostPlan
 from facts.pki import CertStates, FileBase64
-from tasks.ca import ledger_command
-from tasks.certs import issue_command, mint_tokens
+from tasks.certs import mint_tokens
 from tasks.common import call, node_name, on_hosts, pyinfra_host, run_on
-from tasks.crl import SERVICE as CRL_SERVICE
-from tasks.crl import TIMER as CRL_TIMER
-from tasks.crl import fetch_command, parse_revoked, scan_ledger_command, script_path
-from tasks.etcd import INITIAL_ENV_FILE, etcdctl, rolling_restart_command
+from tasks.crl import parse_revoked, script_path
+from tasks.etcd import INITIAL_ENV_FILE
 from tasks.run import get_plan, this_host
 
 KINDS = ("peer", "server", "client")
@@ -250,7 +253,7 @@ def push_crl(work: Work, serials: Iterable[int] | None = None) -> None:
         try:
             out = run_on(
                 pyinfra_host(name),
-                f"{fetch_command()} && {FileBase64().command(path=s.crl_file)}",
+                f"{crl_fetch_now_command()} && {FileBase64().command(path=s.crl_file)}",
                 "fetching the CRL",
             )
         except PyinfraError as e:
@@ -270,19 +273,6 @@ def push_crl(work: Work, serials: Iterable[int] | None = None) -> None:
     logger.info(f"{host.print_prefix}new CRL on {', '.join(done) or 'no member'}")
     if not done:
         raise PyinfraError("no member took the new CRL: the revocation is not enforced yet")
-
-
-def restart_if_needed_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
-    """On member ``me``: restart etcd (as `rolling_restart_command`) only when it started
-    before its current CRL was installed; print `restarted` or `kept`."""
-    service = shlex.quote(f"{me.settings.etcd_service_name}.service")
-    crl = shlex.quote(me.settings.crl_file)
-    return (
-        f"started=$(systemctl show -p ExecMainStartTimestamp --timestamp=unix --value {service} "
-        "2>/dev/null | tr -d @); "
-        f'crl=$(stat -c %Y {crl}); if [ -n "$started" ] && [ "$started" -gt "$crl" ]; then '
-        f"echo kept; exit 0; fi; ( {rolling_restart_command(me, members)} ) && echo restarted"
-    )
 
 
 def end_open_connections(work: Work) -> None:

@@ -22,17 +22,17 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server, systemd
 
 from etcd_pki.certs import fingerprint
-from etcd_pki.plan import HostPlan
-from etcd_pki.redundancy import (
-    AGE_RECIPIENT_RE,
-    ARMOR_BEGIN,
-    ARMOR_END,
+from etcd_pki.commands.backup import (
     NODE_TMP,
     digest_command,
     encrypt_command,
     install_material_script,
-    parse_digests,
+    one_time_key_command,
+    receive_material_command,
+    retire_command,
 )
+from etcd_pki.plan import HostPlan
+from etcd_pki.redundancy import AGE_RECIPIENT_RE, ARMOR_BEGIN, ARMOR_END, parse_digests
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Want
@@ -170,13 +170,9 @@ def retire_ca_material() -> None:
     )
     # Its database (the certificates it issued, its revocations) is kept aside; the keys
     # and passwords go: CA keys belong on cert-managers only (the active CA has them).
-    d = shlex.quote(s.ca_dir)
     server.shell(
         name=f"Move {s.ca_dir} aside without its secrets (no longer a cert-manager)",
-        commands=[
-            f'set -e; aside={d}.retired-$(date -u +%Y%m%dT%H%M%SZ); mv {d} "$aside"; '
-            'rm -rf "$aside/secrets"; rm -f /etc/systemd/system/step-ca.service'
-        ],
+        commands=[retire_command(s.ca_dir)],
     )
 
 
@@ -238,8 +234,7 @@ def copy_ca_material() -> None:
         tmp, recipient = "", ""
         made = run_on(
             host,
-            f"set -e; umask 077; t=$(mktemp -d {NODE_TMP}/etcd-pki-sync.XXXXXX); "
-            'age-keygen -o "$t/identity" 2>/dev/null; echo "$t"; age-keygen -y "$t/identity"',
+            one_time_key_command(),
             "making a one-time age key",
         ).split()
         if len(made) == 2:
@@ -256,12 +251,9 @@ def copy_ca_material() -> None:
             )
             if not (ciphertext.startswith(ARMOR_BEGIN) and ciphertext.rstrip().endswith(ARMOR_END)):
                 raise PyinfraError(f"{plan.active_ca} did not return age ciphertext")
-            t = shlex.quote(tmp)
             run_on(
                 host,
-                f'set -e; umask 077; t={t}; mkdir "$t/m"; age -d -i "$t/identity" -o "$t/m.tar"; '
-                f'rm -f "$t/identity"; tar -x -C "$t/m" -f "$t/m.tar" --no-same-owner; '
-                + material_install_script(s),
+                receive_material_command(tmp, material_install_script(s)),
                 "installing the CA material",
                 stdin=ciphertext,
             )

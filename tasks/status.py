@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from etcd_pki.audit import HostObservation
+from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.crl import LedgerEntry
 from etcd_pki.status import (
     crl_rows,
@@ -30,7 +31,6 @@ from facts.audit import UnitExposure
 from facts.redundancy import LedgerLines
 from tasks.audit import _active_in_order, ca_crl_or_none, observe, root_or_none
 from tasks.common import node_name, pyinfra_host
-from tasks.crl import SERVICE as CRL_SERVICE
 from tasks.run import get_plan, this_host, this_run
 
 DEFAULT_DIR = "reports"

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from tasks.bootstrap import step_config_command
+from etcd_pki.commands.certs import step_config_command
 from tests.unit.pki_fixtures import Ca
 
 # The files belong to root, as `step ca bootstrap` run by root leaves them.

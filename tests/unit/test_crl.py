@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from etcd_pki.commands.ca import set_crl_command
+from etcd_pki.commands.crl import ledger_scan_program
 from etcd_pki.crl import (
     LedgerEntry,
     crl_block,
@@ -19,14 +21,12 @@ from etcd_pki.crl import (
     crl_problem,
     fetch_reason,
     inspect_crl,
-    ledger_scan_program,
     live_certificates,
     live_revocations,
     parse_crl_config,
     parse_ledger,
     reapply,
     revoked_line,
-    set_crl_command,
 )
 
 from .pki_fixtures import Ca

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.install import _fetch_command, _install_command, one_command
+from etcd_pki.commands.install import fetch_command, install_command, one_command
 
 from .conftest import contents, make_tarball
 
@@ -64,8 +64,8 @@ def run(site: dict[str, Path], sha256: str | None = None) -> subprocess.Complete
     sha256 = sha256 or hashlib.sha256(site["served"].read_bytes()).hexdigest()
     tarball = str(site["cache"] / "etcd.tar.gz")
     command = one_command(
-        _fetch_command(URL, tarball, sha256, BINARIES),
-        _install_command(tarball, sha256, BINARIES, str(site["bin"])),
+        fetch_command(URL, tarball, sha256, BINARIES),
+        install_command(tarball, sha256, BINARIES, str(site["bin"])),
     )
     env = {"PATH": str(site["path"]), "SERVE": str(site["served"]), "CALLS": str(site["calls"])}
     return subprocess.run(

@@ -14,10 +14,10 @@ import typing
 
 import pytest
 
+from etcd_pki.commands.ca import init_command
 from etcd_pki.fields import systemd_quoted
 from etcd_pki.plan import build_plan
 from etcd_pki.settings import ConfigError, Settings
-from tasks.ca import init_command
 
 from .conftest import seed_hosts
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from etcd_pki.commands.certs import issue_command
 from etcd_pki.plan import build_plan
-from tasks.certs import issue_command
 
 from .conftest import seed_hosts
 

@@ -15,22 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from etcd_pki.commands.backup import (
+    digest_command,
+    encrypt_command,
+    install_material_script,
+    restore_db_script,
+)
+from etcd_pki.commands.ca import set_ca_url_command, set_dns_names_command
 from etcd_pki.plan import build_plan
 from etcd_pki.redundancy import (
     backup_filename,
     defaults_ca_url,
-    digest_command,
     dns_names_fact_command,
-    encrypt_command,
     identity_lines,
-    install_material_script,
     is_age_file,
     parse_digests,
     parse_dns_names,
     recipient_problems,
-    restore_db_script,
-    set_ca_url_command,
-    set_dns_names_command,
 )
 from etcd_pki.settings import ConfigError
 from tests.agekeys import generate

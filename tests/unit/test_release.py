@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from etcd_pki.commands.install import install_command
 from etcd_pki.release import (
     ETCD_ARCHES,
     EtcdRelease,
@@ -18,7 +19,6 @@ from etcd_pki.release import (
     release_url_problem,
 )
 from facts.pki import EtcdVersions
-from tasks.install import _install_command
 from tests import testbed as tb
 
 from .conftest import contents, make_tarball
@@ -85,7 +85,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="install -o root needs
 
 
 def run_install(tmp_path, tarball, sha256, optional=("etcdutl",)):
-    command = _install_command(
+    command = install_command(
         str(tarball), sha256, ("etcd", "etcdctl"), str(tmp_path / "bin"), optional
     )
     return subprocess.run(

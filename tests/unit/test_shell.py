@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etcd_pki.shell import on_exit
+from etcd_pki.commands.shell import on_exit
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])

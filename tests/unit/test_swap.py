@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from etcd_pki.commands.certs import issue_command
+from etcd_pki.commands.shell import finish_swap
 from etcd_pki.plan import build_plan
-from etcd_pki.shell import finish_swap
-from tasks.certs import issue_command
 
 from .conftest import seed_hosts
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from .crl import Revocation
-from .plan import CertSpec
-from .settings import Settings
+from ..crl import Revocation
+from ..plan import CertSpec
+from ..settings import Settings
 from .shell import on_exit
 
 

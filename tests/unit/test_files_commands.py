@@ -1,4 +1,4 @@
-"""tasks/batch.py: the shell each builder makes, run for real in a temp directory."""
+"""etcd_pki/commands/files.py: the shell each builder makes, run for real in a temp directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pwd
 import stat
 import subprocess
 
-from tasks import batch
+from etcd_pki.commands.files import (
+    directories_command,
+    links_command,
+    ownership_command,
+    timers_enabled_command,
+    units_enabled_command,
+    write_files_command,
+)
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -25,7 +32,7 @@ def mode(path) -> str:
 def test_write_files_writes_content_and_mode_and_leaves_no_temp_file(tmp_path):
     a, b = tmp_path / "a.timer", tmp_path / "b.service"
     a.write_text("old")
-    command = batch.write_files_command(
+    command = write_files_command(
         [(str(a), "[Timer]\nOnCalendar=daily\n", "644"), (str(b), "it's $HOME `x`\n", "600")],
         owner=USER,
         group=GROUP,
@@ -40,7 +47,7 @@ def test_ownership_makes_directories_and_never_creates_files(tmp_path):
     d, f, missing = tmp_path / "x" / "db", tmp_path / "pw", tmp_path / "gone"
     f.write_text("secret")
     f.chmod(0o644)
-    command = batch.ownership_command(
+    command = ownership_command(
         dirs=[(str(d), USER, GROUP, "700")],
         files=[(str(f), USER, GROUP, "400"), (str(missing), USER, GROUP, "400")],
     )
@@ -52,8 +59,8 @@ def test_ownership_makes_directories_and_never_creates_files(tmp_path):
 def test_links_and_directories(tmp_path):
     command = " && ".join(
         [
-            batch.directories_command({str(tmp_path / "ssl"): "755"}),
-            batch.links_command({str(tmp_path / "ssl" / "peer-ca.crt"): "root_ca.crt"}),
+            directories_command({str(tmp_path / "ssl"): "755"}),
+            links_command({str(tmp_path / "ssl" / "peer-ca.crt"): "root_ca.crt"}),
         ]
     )
     assert sh(command).returncode == 0
@@ -62,13 +69,13 @@ def test_links_and_directories(tmp_path):
 
 
 def test_empty_builders_make_no_command():
-    assert batch.write_files_command([]) == ""
-    assert batch.ownership_command() == ""
-    assert batch.units_enabled_command([]) == ""
-    assert batch.units_enabled_command([], daemon_reload=True) == "systemctl daemon-reload"
+    assert write_files_command([]) == ""
+    assert ownership_command() == ""
+    assert units_enabled_command([]) == ""
+    assert units_enabled_command([], daemon_reload=True) == "systemctl daemon-reload"
     # `systemctl enable` reloads unit files itself: no second reload.
     assert (
-        batch.units_enabled_command(["a.timer", "b.timer"], daemon_reload=True)
+        units_enabled_command(["a.timer", "b.timer"], daemon_reload=True)
         == "systemctl enable --now a.timer b.timer"
     )
 
@@ -100,7 +107,7 @@ def run_with_fake_systemctl(tmp_path, command: str, start_fails: bool) -> tuple[
 
 def test_timers_enabled_without_reload_makes_links_then_starts(tmp_path):
     rc, calls = run_with_fake_systemctl(
-        tmp_path, batch.timers_enabled_command(["a.timer", "b.timer"]), start_fails=False
+        tmp_path, timers_enabled_command(["a.timer", "b.timer"]), start_fails=False
     )
     assert rc == 0
     assert calls == ["--root=/ enable a.timer b.timer", "start a.timer b.timer"]
@@ -108,7 +115,7 @@ def test_timers_enabled_without_reload_makes_links_then_starts(tmp_path):
 
 def test_timers_enabled_falls_back_to_a_reloading_enable_when_start_fails(tmp_path):
     rc, calls = run_with_fake_systemctl(
-        tmp_path, batch.timers_enabled_command(["a.timer"]), start_fails=True
+        tmp_path, timers_enabled_command(["a.timer"]), start_fails=True
     )
     assert rc == 0
     assert calls == ["--root=/ enable a.timer", "start a.timer", "enable --now a.timer"]

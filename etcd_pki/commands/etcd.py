@@ -1,0 +1,72 @@
+"""etcd on a member: etcdctl with the host's client certificate, the environment of a
+first start, and restarts one member at a time with the cluster healthy."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from ..plan import HostPlan
+
+
+def etcd_bins(me: HostPlan) -> tuple[str, str]:
+    """Paths of etcd and etcdctl for the configured install source."""
+    if me.settings.etcd_install_source == "debian":
+        return "/usr/bin/etcd", "/usr/bin/etcdctl"
+    return f"{me.settings.bin_dir}/etcd", f"{me.settings.bin_dir}/etcdctl"
+
+
+def etcdctl(me: HostPlan, endpoints: str, *args: str) -> str:
+    """An etcdctl command line authenticated with this host's client certificate."""
+    client = me.cert("client")
+    return " ".join(
+        [
+            etcd_bins(me)[1],
+            f"--endpoints={endpoints}",
+            f"--cacert={me.settings.trusted_root}",
+            f"--cert={client.crt}",
+            f"--key={client.key}",
+            "--dial-timeout=3s",
+            "--command-timeout=10s",
+            *args,
+        ]
+    )
+
+
+def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
+    return (
+        "# Written by the etcd PKI deploy when this member first joined.\n"
+        f"ETCD_INITIAL_CLUSTER_STATE={state}\n"
+        f"ETCD_INITIAL_CLUSTER={initial_cluster}\n"
+        f"ETCD_INITIAL_CLUSTER_TOKEN={cluster_name}\n"
+    )
+
+
+def rolling_restart_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
+    """Restart etcd on ``me`` only once every one of ``members`` answers healthy, and come
+    back only when ``me`` is healthy again (run for one member at a time: quorum is kept)."""
+    service = shlex.quote(f"{me.settings.etcd_service_name}.service")
+    endpoints = ",".join(m.client_url for m in members)
+    everyone = etcdctl(me, endpoints, "endpoint", "health")
+    local = etcdctl(me, f"https://127.0.0.1:{me.settings.etcd_client_port}", "endpoint", "health")
+    return (
+        f"for i in $(seq 1 60); do {everyone} >/dev/null 2>&1 && break; "
+        f"[ $i = 60 ] && {{ echo 'not every etcd member is healthy: {me.name} is not restarted' "
+        f">&2; {everyone} >&2; exit 1; }}; sleep 1; done; "
+        f"systemctl restart {service}; "
+        f"for i in $(seq 1 120); do {local} >/dev/null 2>&1 && exit 0; sleep 1; done; "
+        f"echo 'etcd on {me.name} not healthy 120 s after its restart' >&2; {local} >&2; exit 1"
+    )
+
+
+def restart_if_needed_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
+    """On member ``me``: restart etcd (as `rolling_restart_command`) only when it started
+    before its current CRL was installed; print `restarted` or `kept`."""
+    service = shlex.quote(f"{me.settings.etcd_service_name}.service")
+    crl = shlex.quote(me.settings.crl_file)
+    return (
+        f"started=$(systemctl show -p ExecMainStartTimestamp --timestamp=unix --value {service} "
+        "2>/dev/null | tr -d @); "
+        f'crl=$(stat -c %Y {crl}); if [ -n "$started" ] && [ "$started" -gt "$crl" ]; then '
+        f"echo kept; exit 0; fi; ( {rolling_restart_command(me, members)} ) && echo restarted"
+    )
