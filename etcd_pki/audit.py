@@ -3,19 +3,15 @@
 No pyinfra import: ``tasks/audit.py`` gathers a :class:`HostObservation` per host with
 read-only facts, and everything here turns observations plus the cluster plan into
 :class:`Finding` objects (host, file, rule, detail). The status report reads the same
-observations (``etcd_pki/status.py``). The controller scan is here too: it only reads
-local files.
+observations (``etcd_pki/status.py``). Observations and their parsers are in
+``etcd_pki/observation.py``; the controller's own scan in ``etcd_pki/controller_scan.py``.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +28,8 @@ from .certs import (
     leaf_sans,
     lifetime_used,
 )
-from .crl import CrlInfo, crl_problem, inspect_crl
+from .crl import crl_problem, inspect_crl
+from .observation import CaCrl, ExpectedFile, HostObservation, UnitState, is_ca_secret
 from .plan import CertSpec, HostPlan
 
 ERROR = "error"
@@ -87,9 +84,6 @@ RULES = {
     "crl-fetch-failed": "the last CRL fetch failed (warning; the installed CRL stays)",
 }
 
-# File names of CA secrets as step-ca lays them out ($STEPPATH/secrets/...).
-_SECRET_GLOBS = ("*_ca_key", "*/provisioner_password", "*/secrets/password")
-
 
 @dataclass(frozen=True, order=True)
 class Finding:
@@ -113,125 +107,6 @@ class Finding:
             "severity": self.severity,
             "detail": self.detail,
         }
-
-
-@dataclass(frozen=True)
-class FileStat:
-    owner: str
-    group: str
-    mode: str  # octal digits as `stat -c %a` prints them
-
-
-@dataclass(frozen=True)
-class UnitState:
-    """What `systemctl show` says about one unit."""
-
-    unit: str
-    loaded: bool
-    enabled: str  # UnitFileState: enabled, disabled, static, "" (no unit file)
-    active: str  # ActiveState: active, inactive, failed, ...
-    next_run: datetime | None = None
-    last_run: datetime | None = None
-    result: str = ""  # Result of the last run: success, exit-code, timeout, ...
-
-
-@dataclass(frozen=True)
-class ExpectedFile:
-    path: str
-    owner: str
-    group: str
-    mode: str
-
-
-@dataclass
-class HostObservation:
-    """Everything the audit read from one host (public material and metadata only)."""
-
-    certs: Mapping[str, CertOnHost] = field(default_factory=dict)
-    timers: Mapping[str, UnitState] = field(default_factory=dict)
-    root_pem: str | None = None  # ssl_dir/root_ca.crt as found on the host
-    stats: Mapping[str, FileStat | None] = field(default_factory=dict)
-    ca_service: UnitState | None = None
-    secret_files: Sequence[str] = ()
-    private_key_files: Sequence[str] = ()
-    crl: bytes | None = None  # an etcd member's installed CRL (DER)
-    error: str | None = None  # facts could not be read at all
-
-
-@dataclass(frozen=True)
-class CaCrl:
-    """The active CA's current CRL and the intermediate that signs it."""
-
-    crl: CrlInfo | None
-    intermediate: str | None
-
-
-# ---------------------------------------------------------------------------
-# Parsing fact output
-# ---------------------------------------------------------------------------
-
-
-def parse_file_stats(lines: Iterable[str]) -> dict[str, FileStat | None]:
-    """``stat -c '%U %G %a %n'`` lines (or ``missing - - PATH``) -> {path: FileStat|None}."""
-    result: dict[str, FileStat | None] = {}
-    for line in lines:
-        parts = line.split(" ", 3)
-        if len(parts) != 4:
-            continue
-        owner, group, mode, path = parts
-        result[path] = None if owner == "missing" else FileStat(owner, group, mode)
-    return result
-
-
-def _timestamp(value: str) -> datetime | None:
-    """A `systemctl show` time (run with TZ=UTC: ``Sun 2026-11-29 03:58:16 UTC``, or
-    ``@1732768365`` with --timestamp=unix) -> aware datetime; empty or n/a -> None."""
-    value = value.strip()
-    try:
-        if value.startswith("@"):
-            return datetime.fromtimestamp(int(value[1:]), UTC)
-        if value.endswith(" UTC"):
-            return datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return None
-
-
-def parse_unit_states(lines: Iterable[str]) -> dict[str, UnitState]:
-    """Sections ``==> UNIT`` followed by `systemctl show` KEY=VALUE lines."""
-    sections: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    for line in lines:
-        if line.startswith("==> "):
-            current = sections.setdefault(line[4:].strip(), {})
-        elif current is not None and "=" in line:
-            key, _, value = line.partition("=")
-            current[key.strip()] = value.strip()
-    return {
-        unit: UnitState(
-            unit=unit,
-            loaded=props.get("LoadState") == "loaded",
-            enabled=props.get("UnitFileState", ""),
-            active=props.get("ActiveState", ""),
-            next_run=_timestamp(props.get("NextElapseUSecRealtime", "")),
-            last_run=_timestamp(props.get("LastTriggerUSec", "")),
-            result=props.get("Result", ""),
-        )
-        for unit, props in sections.items()
-    }
-
-
-def secret_find_expression() -> str:
-    """The `find` predicate matching CA secret file names (see :func:`is_ca_secret`)."""
-    return (
-        r"\( -name '*_ca_key' -o -name provisioner_password "
-        r"-o -path '*/secrets/password' \)"
-    )
-
-
-def is_ca_secret(path: str) -> bool:
-    """True for paths named like a step-ca key or password."""
-    return any(fnmatch.fnmatch(path, g) for g in _SECRET_GLOBS)
 
 
 def _under(path: str, directory: str) -> bool:
@@ -535,87 +410,6 @@ def evaluate_host(
 
 def _normal_pem(text: str) -> str:
     return "\n".join(line.strip() for line in text.strip().splitlines())
-
-
-# ---------------------------------------------------------------------------
-# The controller
-# ---------------------------------------------------------------------------
-
-_PEM_PRIVATE = re.compile(
-    rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----\r?\n"
-    rb"(?:[A-Za-z0-9-]+: [^\r\n]*\r?\n)*\r?\n?[A-Za-z0-9+/=]{40,}"
-)
-_OTHER_PRIVATE = (
-    re.compile(rb"AGE-SECRET-KEY-1[A-Z0-9]{50,}"),
-    # step-ca's JWK provisioner key (ca.json): a JWE in compact form, five parts.
-    re.compile(
-        rb'"encryptedKey"\s*:\s*"eyJ[\w-]{20,}\.[\w-]{20,}\.[\w-]{8,}\.[\w-]{40,}\.[\w-]{8,}"'
-    ),
-)
-SKIP_DIRS = frozenset(
-    {".git", ".venv", ".testbed", "__pycache__", ".ruff_cache", ".pytest_cache", "node_modules"}
-)
-MAX_SCAN_BYTES = 4_000_000
-
-
-def private_material(data: bytes) -> str | None:
-    """What kind of private material ``data`` holds, or None."""
-    match = _PEM_PRIVATE.search(data)
-    if match:
-        return f"PEM {match.group(0).split(b'-----')[1].decode().removeprefix('BEGIN ')}"
-    for pattern in _OTHER_PRIVATE:
-        if pattern.search(data):
-            return "age secret key" if pattern is _OTHER_PRIVATE[0] else "step JWK private key"
-    return None
-
-
-def _scan_file(path: Path) -> Finding | None:
-    if is_ca_secret(str(path)):
-        return Finding(CONTROLLER, str(path), "controller-private-key", "named like a CA secret")
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SCAN_BYTES)
-    except OSError:
-        return None
-    kind = private_material(data)
-    if kind:
-        return Finding(CONTROLLER, str(path), "controller-private-key", f"holds a {kind}")
-    return None
-
-
-def scan_controller(
-    recursive: Iterable[str | Path],
-    shallow: Iterable[str | Path] = (),
-    skip: frozenset[str] = SKIP_DIRS,
-) -> list[Finding]:
-    """Private keys and CA secrets on the controller.
-
-    ``recursive`` directories are walked (skipping directory names in ``skip``);
-    ``shallow`` ones (the temp dirs, where pyinfra and Python's ``tempfile`` put their
-    files) are read one level deep only, so other tools' private work areas are not
-    reported. Symlinks are not followed.
-    """
-    found: list[Finding] = []
-    for root in recursive:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d not in skip]
-            for fname in filenames:
-                path = Path(dirpath) / fname
-                if path.is_file() and not path.is_symlink():
-                    finding = _scan_file(path)
-                    if finding:
-                        found.append(finding)
-    for root in shallow:
-        try:
-            entries = list(Path(root).iterdir())
-        except OSError:
-            continue
-        for path in entries:
-            if path.is_file() and not path.is_symlink():
-                finding = _scan_file(path)
-                if finding:
-                    found.append(finding)
-    return sorted(set(found))
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from etcd_pki.audit import (
+from etcd_pki.observation import (
     FileStat,
     UnitState,
     parse_file_stats,

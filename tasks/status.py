@@ -14,9 +14,9 @@ from pyinfra import host, state
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from etcd_pki.audit import HostObservation
 from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.crl import LedgerEntry
+from etcd_pki.observation import HostObservation
 from etcd_pki.status import (
     crl_rows,
     host_rows,

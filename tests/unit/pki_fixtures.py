@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from etcd_pki.audit import ExpectedFile, FileStat, HostObservation, UnitState
 from etcd_pki.certs import CertOnHost, FileMeta
+from etcd_pki.observation import ExpectedFile, FileStat, HostObservation, UnitState
 from etcd_pki.plan import CertSpec, HostPlan
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

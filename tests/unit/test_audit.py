@@ -16,25 +16,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from etcd_pki.audit import (
-    ERROR,
-    RULES,
-    WARNING,
+from etcd_pki.audit import ERROR, RULES, WARNING, Finding, evaluate_host, summary
+from etcd_pki.certs import FileMeta
+from etcd_pki.controller_scan import private_material, scan_controller
+from etcd_pki.crl import inspect_crl
+from etcd_pki.observation import (
     CaCrl,
     FileStat,
-    Finding,
     HostObservation,
     UnitState,
-    evaluate_host,
     is_ca_secret,
     parse_file_stats,
     parse_unit_states,
-    private_material,
-    scan_controller,
-    summary,
 )
-from etcd_pki.certs import FileMeta
-from etcd_pki.crl import inspect_crl
 from etcd_pki.plan import build_plan
 
 from .conftest import seed_hosts

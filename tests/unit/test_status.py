@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from etcd_pki.audit import HostObservation
+from etcd_pki.observation import HostObservation
 from etcd_pki.plan import build_plan
 from etcd_pki.status import host_rows, left_text, render_html, render_table, report_data, root_info
 
