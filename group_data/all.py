@@ -1,7 +1,10 @@
 """Defaults for every host. Override per group (group_data/<group>.py), per host
 (inventory host data) or per run (``pyinfra ... --data key=value``).
 
-Every setting the deploy reads is defined here, once, with a comment.
+Every setting the deploy reads has its default here, with a comment. Each is declared,
+with its type, check and one line of documentation, as a field of `Settings` in
+etcd_pki/settings.py; tests/unit/test_settings_spec.py fails when this file and that
+spec disagree (a setting missing or a different default).
 """
 
 # ---------------------------------------------------------------------------
