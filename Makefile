@@ -8,7 +8,7 @@ TESTBED := $(PY) -m tests.testbed
 # ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed.py).
 BED_STATE := .testbed/$(if $(ETCD_PKI_BED),$(ETCD_PKI_BED)/,)
 
-.PHONY: help .venv demo test test-fast lint format testbed-up testbed-down testbed-status bench
+.PHONY: help .venv demo test test-fast lint format testbed-up testbed-down testbed-status bench settings-table
 
 # help: list the targets
 help:
@@ -50,6 +50,10 @@ lint: .venv
 format: .venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# settings-table: rewrite README.md's settings table from the spec in etcd_pki/settings.py
+settings-table: .venv
+	$(PY) -m etcd_pki.settings_table README.md
 
 # testbed-up: build what is missing and start the containers (idempotent)
 testbed-up: .venv

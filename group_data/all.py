@@ -1,7 +1,10 @@
 """Defaults for every host. Override per group (group_data/<group>.py), per host
 (inventory host data) or per run (``pyinfra ... --data key=value``).
 
-Every setting the deploy reads is defined here, once, with a comment.
+Every setting the deploy reads has its default here, with a comment. Each is declared,
+with its type, check and one line of documentation, as a field of `Settings` in
+etcd_pki/settings.py; tests/unit/test_settings_spec.py fails when this file and that
+spec disagree (a setting missing or a different default).
 """
 
 # ---------------------------------------------------------------------------
@@ -67,7 +70,7 @@ step_dir = "/etc/step"
 install_root_in_trust_store = False
 
 # ---------------------------------------------------------------------------
-# Revocation (docs: revocation): step-ca publishes a CRL, every etcd member enforces it
+# Revocation (docs/revocation.md): step-ca publishes a CRL, every etcd member enforces it
 # ---------------------------------------------------------------------------
 
 # How long a CRL is valid (its nextUpdate): step-ca's crl.cacheDuration. step-ca makes
@@ -80,7 +83,7 @@ crl_fetch_on_calendar = "hourly"
 crl_fetch_randomized_delay = "5m"
 
 # ---------------------------------------------------------------------------
-# CA redundancy: standbys, backups (README: failover, backup and restore)
+# CA redundancy: standbys, backups (docs/operations.md: failover, backup and restore)
 # ---------------------------------------------------------------------------
 
 # Standbys are the other hosts of group `etcd_cert_managers`: the deploy copies the CA
