@@ -16,10 +16,10 @@ from etcd_pki.commands.certs import (
     system_trust_command,
 )
 from etcd_pki.commands.files import directories_command, links_command, write_files_command
-from etcd_pki.plan import HostPlan
-from facts.snapshot import Want
-from tasks import batch
+from etcd_pki.plan import ClusterPlan, HostPlan
+from facts.snapshot import Snapshot, Want
 from tasks.common import call
+from tasks.ops import Op, emit
 from tasks.run import ca_root_pem, decided_before_run, get_plan, snapshot, this_host
 
 LINKS = ("peer-ca.crt", "client-ca.crt")
@@ -55,18 +55,11 @@ def _parent(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0] or "/"
 
 
-def _bootstrap_state() -> tuple[bool, bool]:
-    """(root file differs, step's CA URL, fingerprint or root differ), at execute time.
-
-    The root is the CA's now (it may be created in this run); the host's files are
-    as they were before the run (only the operations these answers decide write them).
-    """
-    plan = get_plan()
-    root = ca_root_pem()
-    me = this_host()
+def _stale(me: HostPlan, before: Snapshot, root: str, ca_url: str) -> tuple[bool, bool]:
+    """(root file differs, step's CA URL, fingerprint or root differ)."""
     root_path, defaults_path, _ = _paths(me)
     step_root = step_root_path(me.settings.step_dir)
-    found = snapshot(Want.of(contents={root_path, defaults_path, step_root})).contents
+    found = before.contents
     try:
         defaults = json.loads(found[defaults_path] or "{}")
     except ValueError:
@@ -75,21 +68,16 @@ def _bootstrap_state() -> tuple[bool, bool]:
         defaults.get("ca-url"),
         defaults.get("fingerprint"),
         found[step_root],
-    ) != (plan.ca_url, fingerprint(root), root)
-    return found[root_path] != root, step_stale
+    ) != (ca_url, fingerprint(root), root)
+    return found.get(root_path) != root, step_stale
 
 
-def trust_commands(me: HostPlan) -> list[str]:
-    """What differs from trusting the active CA, as commands; none when all is in place.
-
-    Call at execute time: the CA may be new in this run.
-    """
-    plan = get_plan()
+def trust_commands(me: HostPlan, before: Snapshot, root: str, ca_url: str) -> list[str]:
+    """What differs on ``me`` (as ``before`` shows it) from trusting the CA of ``root``
+    at ``ca_url``, as commands; none when all is in place."""
     s = me.settings
     root_path, _, links = _paths(me)
-    before = snapshot(reads(me))
-    root_stale, step_stale = _bootstrap_state()
-    root = ca_root_pem()
+    root_stale, step_stale = _stale(me, before, root, ca_url)
     todo = []
     # Owned by root and writable by nobody else: everything trust rests on is in them.
     if not before.is_directory(s.ssl_dir, "root", "root", "755"):
@@ -110,8 +98,8 @@ def trust_commands(me: HostPlan) -> list[str]:
     if wrong:
         todo.append(links_command(wrong))
     if step_stale:
-        todo.append(step_config_command(s.step_dir, plan.ca_url, root))
-    in_store = before.contents[SYSTEM_TRUST_FILE]
+        todo.append(step_config_command(s.step_dir, ca_url, root))
+    in_store = before.contents.get(SYSTEM_TRUST_FILE)
     if s.install_root_in_trust_store and in_store != root:
         todo.append(system_trust_command(root))
     elif not s.install_root_in_trust_store and in_store is not None:
@@ -119,10 +107,21 @@ def trust_commands(me: HostPlan) -> list[str]:
     return todo
 
 
-def trust_name(me: HostPlan) -> str:
-    plan = get_plan()
+def trust_commands_now(me: HostPlan) -> list[str]:
+    """`trust_commands` at execute time: the CA may be new in this run."""
+    return trust_commands(me, snapshot(reads(me)), ca_root_pem(), get_plan().ca_url)
+
+
+def trust_name(me: HostPlan, plan: ClusterPlan) -> str:
     store = ", system trust store" if me.settings.install_root_in_trust_store else ""
     return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step's CA URL ({plan.ca_url}){store}"
+
+
+def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, root: str) -> list[Op]:
+    """The operation that makes ``me`` trust the CA of ``root`` (none when it does)."""
+    commands = trust_commands(me, before, root, plan.ca_url)
+    name = trust_name(me, plan)
+    return [Op("trust", name, "steps", {"commands": commands})] if commands else []
 
 
 @deploy("Trust the CA")
@@ -137,20 +136,19 @@ def trust_ca() -> None:
 
         trust_ca()
     """
-    me = this_host()
-    found: list[list[str]] = []  # worked out once, when the check runs
+    me, plan = this_host(), get_plan()
+    found: list[list[Op]] = []  # worked out once, when the check runs
 
-    def commands() -> list[str]:
+    def ops() -> list[Op]:
         if not found:
-            found.append(trust_commands(me))
+            found.append(decide(me, plan, snapshot(reads(me)), ca_root_pem()))
         return found[0]
 
     # Directory, root certificate, links and step's configuration: one command, and
     # none when all is in place.
-    name = trust_name(me)
     call(
-        f"Trust the CA: {name}",
-        lambda: batch.steps(name=name, commands=commands()),
-        check=lambda: bool(commands()),
+        f"Trust the CA: {trust_name(me, plan)}",
+        lambda: emit(ops()),
+        check=lambda: bool(ops()),
         check_now=decided_before_run(me),
     )

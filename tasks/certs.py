@@ -6,14 +6,16 @@ bound to exactly this subject and these SANs; the host redeems it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import gevent
 import gevent.event
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from etcd_pki.certs import CertOnHost, permission_problems, reissue_reason
 from etcd_pki.commands.certs import issue_command
@@ -21,10 +23,11 @@ from etcd_pki.commands.tokens import mint_command, provisioner_key_lookup  # noq
 from etcd_pki.plan import CertSpec, ClusterPlan, HostPlan
 from facts.pki import CertStates, StepVersions
 from facts.snapshot import Snapshot, Want
-from tasks.bootstrap import trust_ca, trust_commands, trust_name
+from tasks.bootstrap import trust_ca, trust_commands_now, trust_name
 from tasks.common import call, pyinfra_host, run_on, spawn_in_context
 from tasks.crl import ca_view
 from tasks.install import step_command
+from tasks.ops import Op, emit, shell
 from tasks.renewal import renewal_units, units_command
 from tasks.run import (
     ca_root_pem,
@@ -157,12 +160,8 @@ def issue_certificates() -> None:
         return
     s = me.settings
     before = snapshot(reads(me))
-    stale = before.found_dirs[_interrupted(me)]
-    for path in stale:
-        files.directory(
-            name=f"Remove {path} (left by an interrupted issuance)", path=path, present=False
-        )
-    todo: dict[str, list] = {}
+    emit(stale_issuance_ops(me, before))
+    todo: list[ToIssue] = []  # worked out once, when the check runs
 
     step = f"{s.bin_dir}/step"
     # Read with the host's snapshot when the pinned `step` was there before the run (it
@@ -179,34 +178,13 @@ def issue_certificates() -> None:
             found = fact_before_run(CertStates, certs=me.certs, step=step)
         else:
             found = host.get_fact(CertStates, certs=me.certs, step=step)
-        if set(found) != {c.name for c in me.certs}:
-            # Every section is printed even for missing files: an incomplete answer is a
-            # failed read, which must not be mistaken for "missing" and re-issued.
-            raise PyinfraError(f"could not read the certificates on {me.name}; nothing re-issued")
-        root = ca_root_pem()
-        todo["issue"], todo["fix"] = [], []
-        for cert in me.certs:
-            reason = reissue_reason(
-                found.get(cert.name), cert, root, s.renew_threshold_percent, revoked=revoked
-            )
-            if reason:
-                todo["issue"].append((cert, reason))
-            elif permission_problems(found[cert.name], cert):
-                todo["fix"].append(cert)
-        return bool(todo["issue"] or todo["fix"])
+        todo[:] = [to_issue(me, found, ca_root_pem(), revoked)]
+        return bool(todo[0].issue or todo[0].fix)
 
     def apply() -> None:
-        if todo["issue"]:
-            certs = [cert for cert, _ in todo["issue"]]
-            # One command for all of them: a round trip per host, not per certificate.
-            server.shell(
-                name="Issue " + ", ".join(f"{cert.name} ({why})" for cert, why in todo["issue"]),
-                commands=[issue_command(me, certs, plan.ca_url)],
-                _stdin=mint_tokens(plan, certs),
-            )
-        for cert in todo["fix"]:
-            files.file(name=f"Mode of {cert.crt}", path=cert.crt, mode="644")
-            files.file(name=f"Owner/mode of {cert.key}", path=cert.key, user=cert.owner, mode="400")
+        certs = [cert for cert, _ in todo[0].issue]
+        tokens = {"issue": {"_stdin": mint_tokens(plan, certs)}} if certs else {}
+        emit(issue_ops(me, plan, todo[0]), extra=tokens)
 
     call(
         f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
@@ -216,6 +194,73 @@ def issue_certificates() -> None:
         # `step` is new here: decided at execute time.
         check_now=(step_ready or none_there) and decided_before_run(me),
     )
+
+
+def stale_issuance_ops(me: HostPlan, before: Snapshot) -> list[Op]:
+    """Temp directories an interrupted issuance left (with a new key in them) removed."""
+    return [
+        Op(
+            f"remove {path}",
+            f"Remove {path} (left by an interrupted issuance)",
+            "directory",
+            {"path": path, "present": False},
+        )  # fmt: skip
+        for path in before.found_dirs[_interrupted(me)]
+    ]
+
+
+@dataclass(frozen=True)
+class ToIssue:
+    """A host's certificates to issue (with why) and those whose owner or mode is wrong."""
+
+    issue: list[tuple[CertSpec, str]]
+    fix: list[CertSpec]
+
+
+def to_issue(
+    me: HostPlan,
+    found: Mapping[str, CertOnHost | None],
+    root: str,
+    revoked: frozenset[int] = frozenset(),
+    now: datetime | None = None,
+) -> ToIssue:
+    """Which of ``me``'s certificates (as ``found`` on the host) are issued anew, and
+    which only need their owner and mode repaired.
+
+    Re-issued only when missing, not matching its key, not from the CA of ``root``,
+    revoked, with SANs other than the inventory implies, past the renewal threshold, or
+    expired (etcd_pki.certs.reissue_reason).
+    """
+    if set(found) != {c.name for c in me.certs}:
+        # Every section is printed even for missing files: an incomplete answer is a
+        # failed read, which must not be mistaken for "missing" and re-issued.
+        raise PyinfraError(f"could not read the certificates on {me.name}; nothing re-issued")
+    threshold = me.settings.renew_threshold_percent
+    todo = ToIssue([], [])
+    for cert in me.certs:
+        reason = reissue_reason(found[cert.name], cert, root, threshold, now, revoked)
+        if reason:
+            todo.issue.append((cert, reason))
+        elif permission_problems(found[cert.name], cert):  # type: ignore[arg-type]
+            todo.fix.append(cert)
+    return todo
+
+
+def issue_ops(me: HostPlan, plan: ClusterPlan, todo: ToIssue) -> list[Op]:
+    """The issuance of ``todo.issue`` in one command (it reads one token per certificate
+    from stdin, minted when it runs) and the repair of ``todo.fix``."""
+    ops = []
+    if todo.issue:
+        # One command for all of them: a round trip per host, not per certificate.
+        certs = [cert for cert, _ in todo.issue]
+        name = "Issue " + ", ".join(f"{cert.name} ({why})" for cert, why in todo.issue)
+        ops.append(shell("issue", name, issue_command(me, certs, plan.ca_url)))
+    for cert in todo.fix:
+        ops.append(Op(f"mode {cert.crt}", f"Mode of {cert.crt}", "file",
+                      {"path": cert.crt, "mode": "644"}))  # fmt: skip
+        ops.append(Op(f"mode {cert.key}", f"Owner/mode of {cert.key}", "file",
+                      {"path": cert.key, "user": cert.owner, "mode": "400"}))  # fmt: skip
+    return ops
 
 
 def is_new_host() -> bool:
@@ -247,7 +292,7 @@ def first_certificates(with_step: bool = False) -> None:
     install = step_command(me) if with_step else ""
 
     def apply() -> None:
-        trust = " && ".join(trust_commands(me))
+        trust = " && ".join(trust_commands_now(me))
         # `set -e` does not stop a failing && list: each list exits by itself. The
         # renewal units are written with the default umask (the issuance sets 077).
         steps = [
@@ -259,7 +304,7 @@ def first_certificates(with_step: bool = False) -> None:
         ]
         done = [
             f"install step {me.settings.step_version}" if install else "",
-            f"trust the CA ({trust_name(me)})" if trust else "",
+            f"trust the CA ({trust_name(me, plan)})" if trust else "",
             f"issue {', '.join(c.name for c in certs)}",
             "renewal units" if renewal else "",
         ]

@@ -3,23 +3,23 @@ other hosts, greenlets with pyinfra's context, templates, system accounts."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 import gevent
 import gevent.lock
-from pyinfra import host, inventory, logger, state
+from pyinfra import inventory, logger, state
 from pyinfra.api import Host, StringCommand
 from pyinfra.api.arguments import pop_global_arguments
 from pyinfra.api.exceptions import ConnectError, NestedOperationError, PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.util import get_template
 from pyinfra.context import ctx_config, ctx_host
-from pyinfra.operations import python, server
+from pyinfra.operations import python
 
 from facts.snapshot import Snapshot
+from tasks.ops import Op
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -169,34 +169,39 @@ def on_hosts(names: Iterable[str], function: Callable[[str], T]) -> dict[str, T]
 
 
 def render(src: str, **data) -> str:
-    """Text of template ``src`` for this host, as ``files.template(src=src, **data)``
-    would upload it."""
-    data.setdefault("host", host)
-    data.setdefault("state", state)
-    data.setdefault("inventory", state.inventory)
-    path = os.path.join(state.cwd, src) if state.cwd else src
-    return get_template(path).render(data)
+    """Text of template ``src`` (a path in the project) as ``files.template(src=src,
+    **data)`` would upload it; pure (the templates read only ``data``)."""
+    return get_template(str(PROJECT_ROOT / src)).render(data)
 
 
 NOLOGIN = "/usr/sbin/nologin"
 
 
-def system_account(user: str, home: str, what: str, before: Snapshot | None = None) -> None:
+def account_ops(user: str, home: str, what: str, before: Snapshot | None = None) -> list[Op]:
     """A system group and a no-login system user of the same name (home not created).
 
     With ``before`` (a Snapshot that read them), what it shows right is left out.
     """
+    ops = []
     if not (before and before.has_group(user)):
-        server.group(name=f"{what} group {user}", group=user, system=True)
-    if before and before.has_user(user, group=user, home=home, shell=NOLOGIN):
-        return
-    server.user(
-        name=f"{what} user {user} (no login)",
-        user=user,
-        group=user,
-        system=True,
-        home=home,
-        create_home=False,
-        ensure_home=False,
-        shell=NOLOGIN,
-    )
+        ops.append(Op(f"group {user}", f"{what} group {user}", "group",
+                      {"group": user, "system": True}))  # fmt: skip
+    if not (before and before.has_user(user, group=user, home=home, shell=NOLOGIN)):
+        args = {
+            "user": user,
+            "group": user,
+            "system": True,
+            "home": home,
+            "create_home": False,
+            "ensure_home": False,
+            "shell": NOLOGIN,
+        }
+        ops.append(Op(f"user {user}", f"{what} user {user} (no login)", "user", args))
+    return ops
+
+
+def system_account(user: str, home: str, what: str, before: Snapshot | None = None) -> None:
+    """`account_ops`, emitted."""
+    from tasks.ops import emit
+
+    emit(account_ops(user, home, what, before))

@@ -13,17 +13,16 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import files, python, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, python, server
 
 from etcd_pki.commands.etcd import etcd_bins, etcdctl, initial_env, rolling_restart_command
 from etcd_pki.commands.files import ownership_command, units_enabled_command, write_files_command
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.requirements import etcd_problem, etcd_version
-from facts.snapshot import Want
-from tasks import batch
-from tasks.common import call, render, run_on, system_account
+from facts.snapshot import Snapshot, Want
+from tasks.common import render, run_on, system_account
 from tasks.install import install_etcd_release
+from tasks.ops import Op, emit, shell
 from tasks.run import get_plan, snapshot, snapshots_of, this_host
 
 ETC_DIR = "/etc/etcd"
@@ -158,22 +157,37 @@ def configure_etcd() -> None:
 
         configure_etcd()
     """
-    plan = get_plan()
-    me = this_host()
+    plan, me = get_plan(), this_host()
+    before = snapshot(reads(me))
+    first_start = not before.is_directory(_paths(me)[2])
+    exists = first_start and _cluster_exists(plan, me)
+    emit(decide(me, plan, before, exists), calls={"join": lambda: _join_existing(plan, me)})
+
+
+def planned_files(me: HostPlan) -> dict[str, str]:
+    """etcd's environment and unit file as this task writes them on ``me``."""
     s = me.settings
-    service, unit_path, member_path = _paths(me)
-    etcd_bin, _ = etcd_bins(me)
+    _, unit_path, _ = _paths(me)
     env_data = {"me": me, "s": s, "server": me.cert("server"), "peer": me.cert("peer")}
     unit_data = {
         "me": me,
         "s": s,
         "env_file": ENV_FILE,
         "initial_env_file": INITIAL_ENV_FILE,
-        "etcd_bin": etcd_bin,
+        "etcd_bin": etcd_bins(me)[0],
     }
-    # What the operations below would check, as before the run; each is emitted only
-    # where something differs (nothing earlier in the deploy writes these paths).
-    before = snapshot(reads(me))
+    return {
+        ENV_FILE: render(ENV_TEMPLATE, **env_data),
+        unit_path: render(UNIT_TEMPLATE, **unit_data),
+    }
+
+
+def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, cluster_exists: bool) -> list[Op]:
+    """The operations that configure and start etcd on member ``me``, from its state
+    before the run (nothing earlier in the deploy writes these paths) and whether
+    another member already has data (a new member then joins with `member add`)."""
+    s = me.settings
+    service, unit_path, member_path = _paths(me)
     dirs = []
     if not before.is_directory(ETC_DIR, "root", "root", "755"):
         dirs.append((ETC_DIR, "root", "root", "755"))
@@ -181,82 +195,90 @@ def configure_etcd() -> None:
         dirs.append((me.etcd_data_dir, s.etcd_user, s.etcd_user, "700"))
     written = [
         (path, text, "644")
-        for path, text in (
-            (ENV_FILE, render(ENV_TEMPLATE, **env_data)),
-            (unit_path, render(UNIT_TEMPLATE, **unit_data)),
-        )
+        for path, text in planned_files(me).items()
         if not before.has_text(path, text, mode="644")
     ]
     first_start = not before.is_directory(member_path)
-    new_cluster = first_start and not _cluster_exists(plan, me)
+    new_cluster = first_start and not cluster_exists
     if new_cluster:
         text = initial_env("new", plan.initial_cluster, s.etcd_cluster_name)
         written.append((INITIAL_ENV_FILE, text, "644"))
-    config = None
+    ops = []
     if dirs or written:
         # Directories, environment, unit (and a new cluster's initial-cluster file),
         # then daemon-reload: one command.
-        config = batch.steps(
-            name=f"etcd directories and configuration ({', '.join(p for p, *_ in written)})"
-            if written
-            else "etcd directories",
-            commands=[
-                ownership_command(dirs),
-                write_files_command(written),
-                units_enabled_command([], daemon_reload=bool(written)),
-            ],
-        )
+        names = ", ".join(p for p, *_ in written)
+        commands = [
+            ownership_command(dirs),
+            write_files_command(written),
+            units_enabled_command([], daemon_reload=bool(written)),
+        ]
+        name = f"etcd directories and configuration ({names})" if written else "etcd directories"
+        ops.append(Op("config", name, "steps", {"commands": commands}))
     # Configuration that etcd reads at start: a running member restarts for it.
-    reconfigured = config if any(p in (ENV_FILE, unit_path) for p, *_ in written) else None
+    reconfigured = any(p in (ENV_FILE, unit_path) for p, *_ in written)
     if s.etcd_service_name != "etcd" and not before.unit_is(
         "etcd.service", running=False, enabled=False
     ):
         # The package's own etcd.service would hold 127.0.0.1:2379.
-        systemd.service(
-            name="Package default etcd.service stopped and disabled",
-            service="etcd.service",
-            running=False,
-            enabled=False,
+        ops.append(
+            Op(
+                "package unit",
+                "Package default etcd.service stopped and disabled",
+                "service",
+                {"service": "etcd.service", "running": False, "enabled": False},
+            )
         )
-
     if first_start:
         if new_cluster:
-            joined = config  # wrote the initial-cluster file
+            joined = "config"  # wrote the initial-cluster file
         else:
-            joined = call(
-                "Join the running cluster (etcdctl member add)", _join_existing, plan=plan, me=me
-            )
+            joined = "join"
+            ops.append(Op("join", "Join the running cluster (etcdctl member add)", "call"))
         # --no-block: members of a new cluster wait for each other (notify needs quorum).
-        started = server.shell(
-            name=f"Start {service} (first start of this member)",
-            commands=[f"systemctl enable {service} && systemctl restart --no-block {service}"],
+        ops.append(
+            shell(
+                "start",
+                f"Start {service} (first start of this member)",
+                f"systemctl enable {service} && systemctl restart --no-block {service}",
+            )
         )
-        waited_on = [joined, started]
+        waited_on: tuple[str, ...] = (joined, "start")
     else:
-        waited_on = []
+        waited_on = ()
         if reconfigured:
-            waited_on.append(
-                server.shell(
-                    name=f"Restart {service} (configuration changed), one member at a time",
-                    commands=[rolling_restart_command(me, plan.etcd_members)],
-                    _if=reconfigured.did_change,
-                    _serial=True,  # one member at a time keeps quorum
+            ops.append(
+                shell(
+                    "restart",
+                    f"Restart {service} (configuration changed), one member at a time",
+                    rolling_restart_command(me, plan.etcd_members),
+                    when_changed=("config",),
+                    serial=True,  # one member at a time keeps quorum
                 )
             )
+            waited_on = ("restart",)
         if not before.unit_is(service, running=True, enabled=True):
-            batch.units_enabled(name=f"{service} enabled and running", units=[service])
-    if not waited_on:
-        return
-    health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")
-    server.shell(
-        name="Wait until etcd is healthy",
-        commands=[
-            f"for i in $(seq 1 120); do {health} >/dev/null 2>&1 && exit 0; sleep 1; done; "
-            f"echo 'etcd on {me.name} not healthy after 120 s; see journalctl -u {service}' >&2; "
-            f"{health}; exit 1"
-        ],
-        _if=any_changed(*waited_on),
-    )
+            ops.append(
+                Op(
+                    "enable",
+                    f"{service} enabled and running",
+                    "units_enabled",
+                    {"units": [service]},
+                )
+            )
+    if waited_on:
+        health = etcdctl(me, f"https://127.0.0.1:{s.etcd_client_port}", "endpoint", "health")
+        ops.append(
+            shell(
+                "wait",
+                "Wait until etcd is healthy",
+                f"for i in $(seq 1 120); do {health} >/dev/null 2>&1 && exit 0; sleep 1; done; "
+                f"echo 'etcd on {me.name} not healthy after 120 s; see journalctl -u {service}' "
+                f">&2; {health}; exit 1",
+                when_changed=waited_on,
+            )
+        )
+    return ops
 
 
 @deploy("Report etcd health")

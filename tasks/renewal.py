@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
 
 from etcd_pki.commands.files import (
     timers_enabled_command,
@@ -15,8 +14,9 @@ from etcd_pki.commands.files import (
 from etcd_pki.commands.shell import finish_swap
 from etcd_pki.fields import systemd_quoted
 from etcd_pki.plan import CertSpec, HostPlan
-from facts.snapshot import Want
+from facts.snapshot import Snapshot, Want
 from tasks.common import render
+from tasks.ops import Op, emit, shell
 from tasks.run import snapshot, this_host
 
 UNIT_DIR = "/etc/systemd/system"
@@ -70,14 +70,13 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
     }
 
 
-def _changes(me: HostPlan) -> tuple[list[str], str]:
+def changes(me: HostPlan, before: Snapshot) -> tuple[list[str], str]:
     """(stale unit files, the command that writes the units that differ and enables the
     timers), from the host's state before the run (this task is the only writer of these
     units)."""
     units = _units(me)
     timers = [f"{cert.unit}.timer" for cert in me.certs]
     paths = [path for _, path, _ in units]
-    before = snapshot(reads(me))
     written, rewritten = [], set()
     for cert, dest, suffix in units:
         text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
@@ -104,7 +103,7 @@ def _changes(me: HostPlan) -> tuple[list[str], str]:
 def units_command(me: HostPlan) -> str | None:
     """The one command that brings ``me``'s renewal units in line ("" if they are), or
     None when stale units must go first (`renewal_units` removes them)."""
-    stale, command = _changes(me)
+    stale, command = changes(me, snapshot(reads(me)))
     return None if stale else command
 
 
@@ -118,17 +117,27 @@ def renewal_units() -> None:
         renewal_units()
     """
     me = this_host()
-    stale, command = _changes(me)
+    emit(decide(me, snapshot(reads(me))))
+
+
+def decide(me: HostPlan, before: Snapshot) -> list[Op]:
+    """The operations that bring ``me``'s renewal units in line with the plan."""
+    stale, command = changes(me, before)
+    ops = []
     for timer in (p for p in stale if p.endswith(".timer")):
         name = _unit_name(timer)
-        server.shell(
-            name=f"Stop and disable {name} (certificate no longer planned)",
-            commands=[f"systemctl disable --now {name} || true"],
+        ops.append(
+            shell(
+                f"stop {name}",
+                f"Stop and disable {name} (certificate no longer planned)",
+                f"systemctl disable --now {name} || true",
+            )
         )
     for path in stale:
-        files.file(name=f"Remove {path}", path=path, present=False)
+        ops.append(Op(f"remove {path}", f"Remove {path}", "file", {"path": path, "present": False}))
     if command:
         # Unit files, daemon-reload if needed, and enabling in one command.
-        server.shell(
-            name=f"Renewal units in {UNIT_DIR}, timers enabled and active", commands=[command]
+        ops.append(
+            shell("units", f"Renewal units in {UNIT_DIR}, timers enabled and active", command)
         )
+    return ops

@@ -19,7 +19,7 @@ import shlex
 from pyinfra import host, logger
 from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import server, systemd
+from pyinfra.operations import server
 
 from etcd_pki.certs import fingerprint
 from etcd_pki.commands.backup import (
@@ -31,13 +31,14 @@ from etcd_pki.commands.backup import (
     receive_material_command,
     retire_command,
 )
-from etcd_pki.plan import HostPlan
+from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.redundancy import AGE_RECIPIENT_RE, ARMOR_BEGIN, ARMOR_END, parse_digests
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
-from facts.snapshot import Want
-from tasks.ca import CA_DIRS, CA_FILES, ca_account, ca_permissions, ca_snapshot
-from tasks.common import call, pyinfra_host, run_on
+from facts.snapshot import Snapshot, Want
+from tasks.ca import CA_DIRS, CA_FILES, ca_permissions, ca_snapshot
+from tasks.common import account_ops, call, pyinfra_host, run_on
+from tasks.ops import Op, emit, shell
 from tasks.run import get_plan, snapshot, snapshots_of, this_host
 
 AGE_PACKAGE = "age"
@@ -142,38 +143,49 @@ def retire_ca_material() -> None:
 
         retire_ca_material()
     """
-    plan = get_plan()
-    s = this_host().settings
-    if not _holds_ca(this_host()):
+    plan, me = get_plan(), this_host()
+    if not _holds_ca(me):
         return
-    mine = host.get_fact(PublicFile, path=s.ca_root)
+    mine = host.get_fact(PublicFile, path=me.settings.ca_root)
     active = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=plan.ca.settings.ca_root)
+    emit(decide_retire(me, plan, mine, active))
+
+
+def decide_retire(
+    me: HostPlan, plan: ClusterPlan, mine: str | None, active: str | None
+) -> list[Op]:
+    """The operations that retire the CA on ``me`` (not a cert-manager, holding a CA
+    whose root is ``mine``) when it is a copy of the active CA's (root ``active``)."""
+    s = me.settings
     if not active:
         # Nothing to compare with (a new CA, or a failover target without material,
         # which check_ca_material refuses): leave this host's copy alone for now.
-        return
+        return []
     try:
         same = bool(mine) and fingerprint(mine) == fingerprint(active)
     except ValueError:
         same = False
     if not same:
         raise PyinfraError(
-            f"{this_host().name} holds CA material in {s.ca_dir} but is not a cert-manager, "
+            f"{me.name} holds CA material in {s.ca_dir} but is not a cert-manager, "
             f"and it is not a copy of {plan.active_ca}'s CA: move {s.ca_dir} aside by hand "
             "(it may be the only copy of that CA), or list the host in etcd_cert_managers"
         )
-    systemd.service(
-        name="step-ca stopped and disabled (no longer a cert-manager)",
-        service=CA_SERVICE,
-        running=False,
-        enabled=False,
-    )
     # Its database (the certificates it issued, its revocations) is kept aside; the keys
     # and passwords go: CA keys belong on cert-managers only (the active CA has them).
-    server.shell(
-        name=f"Move {s.ca_dir} aside without its secrets (no longer a cert-manager)",
-        commands=[retire_command(s.ca_dir)],
-    )
+    return [
+        Op(
+            "stop",
+            "step-ca stopped and disabled (no longer a cert-manager)",
+            "service",
+            {"service": CA_SERVICE, "running": False, "enabled": False},
+        ),
+        shell(
+            "retire",
+            f"Move {s.ca_dir} aside without its secrets (no longer a cert-manager)",
+            retire_command(s.ca_dir),
+        ),
+    ]
 
 
 @deploy("Standby cert-manager")
@@ -184,16 +196,23 @@ def standby_ca() -> None:
 
         standby_ca()
     """
-    before = ca_snapshot()
+    emit(decide_standby(this_host(), ca_snapshot()))
+
+
+def decide_standby(me: HostPlan, before: Snapshot) -> list[Op]:
+    """A standby's step-ca stopped and disabled, and the CA account that owns its files."""
+    ops = []
     # A former active that is reachable again must not keep serving.
     if not before.unit_is(CA_SERVICE, running=False, enabled=False):
-        systemd.service(
-            name="step-ca stopped and disabled (standby)",
-            service=CA_SERVICE,
-            running=False,
-            enabled=False,
+        ops.append(
+            Op(
+                "stop",
+                "step-ca stopped and disabled (standby)",
+                "service",
+                {"service": CA_SERVICE, "running": False, "enabled": False},
+            )
         )
-    ca_account(this_host().settings, before)
+    return ops + account_ops(me.settings.ca_user, me.settings.ca_dir, "CA", before)
 
 
 @deploy("CA material on standbys")
