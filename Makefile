@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 TESTBED := $(PY) -m tests.testbed
-# ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed.py).
+# ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed/cli.py).
 BED_STATE := .testbed/$(if $(ETCD_PKI_BED),$(ETCD_PKI_BED)/,)
 
 .PHONY: help .venv demo test test-fast lint format testbed-up testbed-down testbed-status bench
