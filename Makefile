@@ -63,6 +63,6 @@ testbed-down: .venv
 testbed-status: .venv
 	$(TESTBED) status
 
-# bench: run bench/bench.py (fails if there is no benchmark yet)
+# bench: run the benchmark, `python -m bench` (options: make bench BENCH_ARGS="--quick ...")
 bench: .venv
-	@if [ -f bench/bench.py ]; then $(PY) bench/bench.py; else echo "bench/bench.py does not exist yet"; exit 1; fi
+	$(PY) -m bench
