@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 TESTBED := $(PY) -m tests.testbed
-# ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed.py).
+# ETCD_PKI_BED=NAME selects a separate test-bed instance (see tests/testbed/cli.py).
 BED_STATE := .testbed/$(if $(ETCD_PKI_BED),$(ETCD_PKI_BED)/,)
 
 .PHONY: help .venv demo test test-fast lint format testbed-up testbed-down testbed-status bench settings-table
@@ -67,6 +67,6 @@ testbed-down: .venv
 testbed-status: .venv
 	$(TESTBED) status
 
-# bench: run bench/bench.py (fails if there is no benchmark yet)
+# bench: run the benchmark, `python -m bench` (options: make bench BENCH_ARGS="--quick ...")
 bench: .venv
-	@if [ -f bench/bench.py ]; then $(PY) bench/bench.py; else echo "bench/bench.py does not exist yet"; exit 1; fi
+	$(PY) -m bench

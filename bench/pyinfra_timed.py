@@ -1,4 +1,4 @@
-"""Run the pyinfra CLI with a command log (used by bench/bench.py).
+"""Run the pyinfra CLI with a command log (used by the bench package, `python -m bench`).
 
     python bench/pyinfra_timed.py LOGFILE [pyinfra arguments...]
 

@@ -1,4 +1,4 @@
-"""Shared fixtures. Keep this small: helpers live in tests/testbed.py."""
+"""Shared fixtures. Keep this small: helpers live in tests/testbed/."""
 
 from __future__ import annotations
 

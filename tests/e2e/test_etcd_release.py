@@ -1,7 +1,7 @@
 """etcd from the official release tarball (`etcd_install_source = "release"`).
 
 The tarball is made from Debian's etcd binaries in the official layout and served by
-the bed's HTTP mirror (tests/testbed.py: etcd_release). Debian's etcd packages are
+the bed's HTTP mirror (tests/testbed/etcd.py: etcd_release). Debian's etcd packages are
 purged from the etcd hosts first (with the `etcd` user and /var/lib/etcd), so the
 binaries, the user and the data root can only come from the deploy.
 """

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests import testbed as tb
+from tests.testbed import network
 
 
 def test_default_bed_is_unchanged() -> None:
@@ -92,8 +93,8 @@ def test_network_removal_waits_for_endpoints_dockerd_still_lists(
         err = next(answers)
         return subprocess.CompletedProcess(args, 1 if err else 0, "", err)
 
-    monkeypatch.setattr(tb, "docker", fake_docker)
-    monkeypatch.setattr(tb.time, "sleep", lambda _: None)
+    monkeypatch.setattr(network, "docker", fake_docker)
+    monkeypatch.setattr(network.time, "sleep", lambda _: None)
     tb.remove_network()
     assert [c[:2] for c in calls].count(("network", "rm")) == 3
 
@@ -107,9 +108,9 @@ def test_network_kept_by_a_stale_endpoint_is_left_with_a_warning(
         rc, err = (0, "") if args[1] == "inspect" else (1, "network x has active endpoints")
         return subprocess.CompletedProcess(args, rc, "", err)
 
-    monkeypatch.setattr(tb, "docker", fake_docker)
-    monkeypatch.setattr(tb.time, "sleep", lambda _: None)
-    monkeypatch.setattr(tb.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(network, "docker", fake_docker)
+    monkeypatch.setattr(network.time, "sleep", lambda _: None)
+    monkeypatch.setattr(network.time, "monotonic", lambda: next(clock))
     tb.remove_network(timeout=30)
     assert "still lists an endpoint" in capsys.readouterr().err
 
@@ -119,6 +120,6 @@ def test_network_removal_reports_other_errors(monkeypatch: pytest.MonkeyPatch) -
         rc, err = (0, "") if args[1] == "inspect" else (1, "permission denied")
         return subprocess.CompletedProcess(args, rc, "", err)
 
-    monkeypatch.setattr(tb, "docker", fake_docker)
+    monkeypatch.setattr(network, "docker", fake_docker)
     with pytest.raises(tb.TestbedError, match="permission denied"):
         tb.remove_network()
