@@ -1,0 +1,94 @@
+"""remove_node.py for a member that is gone, then its replacement."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import testbed as tb
+
+from ..conftest import ETCD_HOSTS, SSL, read_cert, sh
+from .helpers import (
+    NEW,
+    SAVED,
+    as_member,
+    crl_of,
+    crl_serials,
+    pids,
+    refused_everywhere,
+    ssh,
+    works_everywhere,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def dead(bed):
+    """etcd-k8s-4 joined, its peer certificate renewed once by its timer's service (that
+    serial is known to the CA's log only), its files copied to app-server, then stopped."""
+    tb.add(NEW, tb.GROUP_ETCD)
+    run = ssh(tb.bed(), "deploy.py", "--limit", NEW)
+    assert run.rc == 0, run.output[-4000:]
+    first = read_cert(NEW, f"{SSL}/{NEW}-peer.crt").serial_number
+    sh(
+        NEW,
+        "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override && "
+        f"systemctl start step-renew-{NEW}-peer.service; rm -f /run/etcd-pki/renew-override",
+    )
+    renewed = read_cert(NEW, f"{SSL}/{NEW}-peer.crt").serial_number
+    assert renewed != first
+    sh("app-server", f"mkdir -p {SAVED}")
+    for kind in ("peer", "client"):
+        for ext in ("crt", "key"):
+            # Host to host through the test's memory: nothing private on the controller.
+            data = sh(NEW, f"base64 -w0 {SSL}/{NEW}-{kind}.{ext}").strip()
+            sh("app-server", f"echo {data} | base64 -d > {SAVED}/{NEW}-{kind}.{ext}")
+    works_everywhere(
+        "app-server", f"{SAVED}/{NEW}-client.crt", f"{SAVED}/{NEW}-client.key", (*ETCD_HOSTS, NEW)
+    )
+    tb.docker("stop", tb.container_name(NEW))
+    run = ssh(tb.bed(), "remove_node.py", "--limit", "etcd_cert_managers", "--data", f"node={NEW}")
+    return {"first": first, "renewed": renewed, "run": run}
+
+
+def test_a_dead_member_is_removed_and_everything_it_held_is_refused(dead):
+    run = dead["run"]
+    assert run.rc == 0, run.output[-4000:]
+    assert f"{NEW} did not answer" in run.output
+    assert "its renewal timers, certificates and keys" in run.output  # what stays there
+    rc, members = as_member("etcd-k8s-1", "member", "list")
+    assert rc == 0 and NEW not in members and members.count(", started, ") == 3, members
+    rc, health = as_member("etcd-k8s-1", "endpoint", "health")
+    assert rc == 0 and health.count("is healthy") == 3, health
+    for member in ETCD_HOSTS:
+        listed = crl_serials(member)
+        assert dead["first"] in listed and dead["renewed"] in listed, member
+    refused_everywhere("app-server", f"{SAVED}/{NEW}-client.crt", f"{SAVED}/{NEW}-client.key")
+    # The peer certificate carries clientAuth too: refused as well.
+    refused_everywhere("app-server", f"{SAVED}/{NEW}-peer.crt", f"{SAVED}/{NEW}-peer.key")
+
+
+def test_a_rerun_of_a_finished_removal_restarts_nothing(dead):
+    before = pids()
+    run = ssh(tb.bed(), "remove_node.py", "--limit", "etcd_cert_managers", "--data", f"node={NEW}")
+    assert run.rc == 0, run.output[-4000:]
+    assert "nothing to revoke" in run.output
+    assert pids() == before
+
+
+def test_the_replaced_node_joins_with_new_certificates(dead):
+    tb.remove(NEW)
+    tb.add(NEW, tb.GROUP_ETCD)
+    run = ssh(tb.bed(), "deploy.py", "--limit", NEW)
+    assert run.rc == 0, run.output[-4000:]
+    assert read_cert(NEW, f"{SSL}/{NEW}-peer.crt").serial_number not in (
+        dead["first"],
+        dead["renewed"],
+    )
+    rc, members = as_member("etcd-k8s-1", "member", "list")
+    assert rc == 0 and members.count(", started, ") == 4, members
+    works_everywhere(NEW, f"{SSL}/{NEW}-client.crt", f"{SSL}/{NEW}-client.key", (*ETCD_HOSTS, NEW))
+    assert crl_of(NEW).next_update_utc is not None
+    run = ssh(tb.bed(), "remove_node.py", "--limit", NEW)  # leave the bed as it was
+    assert run.rc == 0, run.output[-4000:]
+    tb.remove(NEW)
