@@ -137,12 +137,13 @@ MIN_MAC_KEY = 32
 
 
 def mac_key(path: str) -> bytes:
-    """The operator's MAC key from ``path``; ValueError (without quoting it) when it is
-    missing, short, or readable by others."""
+    """The operator's MAC key from ``path``: the file's bytes as they are (random bytes
+    may be whitespace too); ValueError (without quoting it) when it is missing, short,
+    or readable by others."""
     p = Path(path).expanduser()
     try:
         mode = p.stat().st_mode
-        key = p.read_bytes().strip()
+        key = p.read_bytes()
     except OSError as e:
         raise ValueError(f"cannot read {p}: {e.strerror}") from None
     if mode & 0o077:

@@ -373,12 +373,14 @@ def test_backup_mac(tmp_path):
     from etcd_pki.redundancy import backup_mac, mac_key, mac_matches
 
     key_file = tmp_path / "mac.key"
-    key_file.write_bytes(os.urandom(32))
+    # Random bytes may begin or end with whitespace: every byte is part of the key.
+    key_file.write_bytes(b"\n" + os.urandom(30) + b" ")
     key_file.chmod(0o644)
     with pytest.raises(ValueError, match="readable by others"):
         mac_key(str(key_file))
     key_file.chmod(0o600)
     key = mac_key(str(key_file))
+    assert key == key_file.read_bytes() and len(key) == 32
     line = backup_mac(key, b"ciphertext")
     assert line.startswith("hmac-sha256 ") and mac_matches(key, b"ciphertext", line)
     assert not mac_matches(key, b"ciphertexT", line)
