@@ -118,7 +118,7 @@ def build_image(save_to: Path, suite: str = SUITE) -> None:
         )
         log(f"debootstrap done in {time.monotonic() - started:.0f} s")
         customise_rootfs(root)
-        import_rootfs(root, image_of(suite))
+        import_rootfs(root, image_of(suite), suite)
     finally:
         remove_tree(root)
     save_image(save_to, suite)
@@ -148,13 +148,13 @@ def customise_rootfs(root: Path) -> None:
     (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
 
 
-def import_rootfs(root: Path, image: str) -> None:
+def import_rootfs(root: Path, image: str, suite: str = SUITE) -> None:
     """``tar`` the root filesystem into ``docker import`` with systemd as the command."""
     log(f"docker import {image}")
     changes = [
         'CMD ["/sbin/init"]',
         "ENV container=docker",
-        f"LABEL {LABEL}.recipe={image_recipe_hash()}",
+        f"LABEL {LABEL}.recipe={image_recipe_hash(suite)}",
     ]
     tar = subprocess.Popen(
         ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
