@@ -12,6 +12,7 @@ from etcd_pki.commands.certs import (
     SYSTEM_TRUST_FILE,
     step_config_command,
     step_dirs,
+    step_files,
     step_root_path,
     system_trust_command,
 )
@@ -115,6 +116,15 @@ def trust_commands_now(me: HostPlan) -> list[str]:
 def trust_name(me: HostPlan, plan: ClusterPlan) -> str:
     store = ", system trust store" if me.settings.install_root_in_trust_store else ""
     return f"{_paths(me)[0]} from {plan.active_ca}, CA links, step's CA URL ({plan.ca_url}){store}"
+
+
+def planned_files(me: HostPlan, plan: ClusterPlan, root: str) -> dict[str, str]:
+    """The files this task writes on ``me`` to trust the CA of ``root``."""
+    files = {me.settings.trusted_root: root, SYSTEM_TRUST_FILE: root}
+    files.update(
+        {path: text for path, text, _ in step_files(me.settings.step_dir, plan.ca_url, root)}
+    )
+    return files
 
 
 def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, root: str) -> list[Op]:

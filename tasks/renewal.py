@@ -70,6 +70,14 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
     }
 
 
+def planned_files(me: HostPlan) -> dict[str, str]:
+    """Each renewal unit file of ``me`` as this task writes it."""
+    return {
+        dest: render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
+        for cert, dest, suffix in _units(me)
+    }
+
+
 def changes(me: HostPlan, before: Snapshot) -> tuple[list[str], str]:
     """(stale unit files, the command that writes the units that differ and enables the
     timers), from the host's state before the run (this task is the only writer of these
@@ -78,8 +86,9 @@ def changes(me: HostPlan, before: Snapshot) -> tuple[list[str], str]:
     timers = [f"{cert.unit}.timer" for cert in me.certs]
     paths = [path for _, path, _ in units]
     written, rewritten = [], set()
-    for cert, dest, suffix in units:
-        text = render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
+    planned = planned_files(me)
+    for cert, dest, _ in units:
+        text = planned[dest]
         if not before.has_text(dest, text, mode="644"):
             written.append((dest, text, "644"))
             rewritten.add(cert.unit)

@@ -81,18 +81,23 @@ def system_trust_command(root: str | None) -> str:
     return f"{directories_command(anchors)} && {write} && {update}"
 
 
-def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
-    """Write what `step ca bootstrap` would ($STEPPATH's root and defaults.json, same
-    modes) without asking the CA: the root came from the CA node itself, so the host
-    saves a `step` process and a TLS round trip to the CA."""
+def step_files(step_dir: str, ca_url: str, root: str) -> list[tuple[str, str, str]]:
+    """(path, text, mode) of what `step ca bootstrap` writes: $STEPPATH's root and
+    defaults.json (the CA's URL and the root's fingerprint)."""
     defaults = {
         "ca-url": ca_url,
         "fingerprint": fingerprint(root),
         "root": step_root_path(step_dir),
     }
-    dirs = step_dirs(step_dir)
-    files = [
+    return [
         (defaults["root"], root, "600"),
         (f"{step_dir}/config/defaults.json", json.dumps(defaults, indent=2) + "\n", "644"),
     ]
-    return f"{directories_command(dirs)} && {write_files_command(files)}"
+
+
+def step_config_command(step_dir: str, ca_url: str, root: str) -> str:
+    """Write what `step ca bootstrap` would (`step_files`, same modes) without asking the
+    CA: the root came from the CA node itself, so the host saves a `step` process and a
+    TLS round trip to the CA."""
+    files = step_files(step_dir, ca_url, root)
+    return f"{directories_command(step_dirs(step_dir))} && {write_files_command(files)}"

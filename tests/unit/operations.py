@@ -15,6 +15,7 @@ import json
 import operator
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,19 @@ FIXTURES = Path(__file__).resolve().parents[1] / "operations"
 PLANNED = "@planned"  # a file with the content the task would write
 
 # One CA for every fixture: certificates are made for each case, from it.
-CA = Ca(name="fixture-ca")
+CA = Ca(name="fixture-ca", seed=20261207)
 
 
 def plan_of(fixture: dict) -> ClusterPlan:
-    return build_plan(seed_hosts(load_defaults(), **fixture.get("data", {})))
+    """The seed's cluster with ``fixture["data"]``: {host: settings}, "all" for every
+    host; ``fixture["groups"]``: {host: [groups]} where they differ from the seed's."""
+    data = dict(fixture.get("data", {}))
+    everyone = data.pop("all", {})
+    hosts = seed_hosts({**load_defaults(), **everyone}, **data)
+    groups = fixture.get("groups", {})
+    return build_plan(
+        replace(h, groups=frozenset(groups[h.name])) if h.name in groups else h for h in hosts
+    )
 
 
 def _want(me: HostPlan) -> Want:
@@ -54,6 +63,10 @@ def snapshot_of(me: HostPlan, before: dict, planned: dict[str, str]) -> Snapshot
         user, _, group = owner.partition(":")
         kinds = {"file": "regular file", "dir": "directory", "link": "symbolic link"}
         snap.paths[path] = PathInfo(kinds[kind], user, group, int(mode))
+    if before.get("as_planned"):  # every file the task writes, as it writes it
+        for path in planned:
+            snap.paths[path] = PathInfo("regular file", "root", "root", 644)
+            before = {**before, "text": {path: PLANNED, **before.get("text", {})}}
     for path, text in before.get("text", {}).items():
         text = planned[path] if text == PLANNED else text
         snap.sha1[path] = hashlib.sha1(text.encode()).hexdigest()

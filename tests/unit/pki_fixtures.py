@@ -47,8 +47,14 @@ class Ca:
     inter_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
+    # With a seed, the root and intermediate are the same bytes in every run (fixed keys,
+    # serials and deterministic signatures): tests/operations compare them.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
+        if self.seed is not None:
+            self.root_key = ec.derive_private_key(self.seed, ec.SECP256R1())
+            self.inter_key = ec.derive_private_key(self.seed + 1, ec.SECP256R1())
         start = NOW - timedelta(days=365)
         self.root = self._ca_cert(f"{self.name} Root CA", self.root_key, self.root_key, None, start)
         self.inter = self._ca_cert(
@@ -61,11 +67,11 @@ class Ca:
             .subject_name(_name(cn))
             .issuer_name(issuer.subject if issuer else _name(cn))
             .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
+            .serial_number(x509.random_serial_number() if self.seed is None else self.seed)
             .not_valid_before(start)
             .not_valid_after(start + timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(signer, hashes.SHA256())
+            .sign(signer, hashes.SHA256(), ecdsa_deterministic=self.seed is not None)
         )
 
     @property
