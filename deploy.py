@@ -12,6 +12,7 @@ Phases, in order, each one module in tasks/:
   no CA keys on other hosts               tasks/standby.py
   trust, certificates, renewal timers     tasks/certs.py (one command on a new host)
   the CRL on every etcd member            tasks/crl.py
+  etcd users and roles (etcd_auth)        tasks/etcd_access.py
   etcd with mutual TLS and the CRL        tasks/etcd.py
   the CA's ledger of certificates         tasks/crl.py
   CA material on standbys                 tasks/standby.py (encrypted end to end)
@@ -27,6 +28,7 @@ from tasks.ca import init_ca
 from tasks.certs import certificates, step_comes_with_certificates
 from tasks.crl import member_crl, reapply_revocations, record_ledger
 from tasks.etcd import configure_etcd, install_etcd, report_health
+from tasks.etcd_access import etcd_access
 from tasks.install import install_step
 from tasks.run import get_plan, this_host
 from tasks.standby import (
@@ -55,7 +57,9 @@ else:
 certificates()
 if me.is_etcd:
     member_crl()  # the CRL in place before etcd starts with it
+    etcd_access()  # a new member's user exists before it joins
     configure_etcd()
+    etcd_access(new_cluster=True)  # a cluster made in this run: once it runs
     report_health()
 if me.is_active_ca:
     record_ledger()  # the certificates issued in this run and since the last one

@@ -37,6 +37,7 @@ CLUSTER_WIDE = (
     "etcd_peer_port",
     "etcd_tls_min_version",
     "etcd_cipher_suites",
+    "etcd_auth",
     "ssl_dir",
     "step_version",
     "step_ca_version",
@@ -328,6 +329,7 @@ def build_plan(hosts: Iterable[HostInput]) -> ClusterPlan:
     plans = {h.name: _host_plan(h, addresses, settings[h.name], h.name == active) for h in hosts}
     ca = plans[active]
     ca_problems = _bad_sans(ca.settings.ca_extra_sans, "ca_extra_sans", f"host {active}")
+    ca_problems += _access_problems(ca.settings.etcd_auth, plans)
     if ca_problems:
         raise ConfigError(ca_problems)
     dns, ips = split_sans(
@@ -335,6 +337,25 @@ def build_plan(hosts: Iterable[HostInput]) -> ClusterPlan:
         + list(ca.settings.ca_extra_sans)
     )
     return ClusterPlan(hosts=plans, active_ca=active, ca_sans=dns + ips)
+
+
+def _access_problems(config: dict, plans: dict[str, HostPlan]) -> list[str]:
+    """`etcd_auth` against the inventory: a user must not be a member's own client
+    certificate (those are root already), and no host may be named "root" (its peer
+    certificate would then be etcd's root user)."""
+    if not config.get("enabled"):
+        return []
+    out = []
+    admins = {h.cert("client").subject: h.name for h in plans.values() if h.is_etcd}
+    for user in config.get("users", {}):
+        if user in admins:
+            out.append(
+                f"`etcd_auth['users'][{user!r}]`: the client certificate of etcd member "
+                f"{admins[user]} has the root role already; list client hosts' names here"
+            )
+    if "root" in plans:
+        out.append("host root: with `etcd_auth` on, no host may be named root (etcd's root user)")
+    return out
 
 
 def _fqdn(name: str, settings: Settings) -> list[str]:

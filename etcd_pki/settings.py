@@ -22,6 +22,7 @@ from typing import Any
 from . import checks as c
 from .checks import AEAD_SUITES, Check, parse_duration
 from .checks import is_dns_name as _is_dns_name  # noqa: F401 (plan.py imports it from here)
+from .etcd_auth import problems as etcd_auth_problems
 from .fields import url_problem
 from .release import release_url_problem
 from .s3 import target_problems
@@ -250,6 +251,14 @@ class Settings:
         "TLS 1.2 suites etcd accepts, Go's names (forward secret AEAD only)",
         c.cipher_suites,
         shown="the six ECDHE AES-GCM / ChaCha20-Poly1305 suites",
+    )
+    etcd_auth: dict = setting(
+        {"enabled": False, "roles": {}, "users": {}},
+        "etcd access control by certificate common name: `enabled`, `roles` (role -> "
+        "{key prefix: `read`/`write`/`readwrite`}), `users` (common name -> roles); members' "
+        "client certificates are root ([docs/etcd-auth.md](docs/etcd-auth.md))",
+        etcd_auth_problems,
+        shown="off",
     )
     etcd_install_source: str = setting(
         "debian",

@@ -185,6 +185,16 @@ etcd_cipher_suites: list[str] = [
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 ]
+# etcd's role-based access control from certificate identity (docs/etcd-auth.md); off by
+# default. On, etcd names each client by its certificate's common name (no password):
+# the members' own client certificates (NODE-client) have the root role; each user below
+# (a common name, like "app-server-client") gets its roles, each role read and/or write
+# on key prefixes. The deploy then owns etcd's users and roles: others are removed.
+# Turned off again: authentication is disabled (users and roles stay, unused). Example:
+#   etcd_auth = {"enabled": True,
+#                "roles": {"app": {"/app/": "readwrite", "/config/": "read"}},
+#                "users": {"app-server-client": ["app"]}}
+etcd_auth: dict = {"enabled": False, "roles": {}, "users": {}}
 # Where etcd comes from: "debian" (packages etcd-server, etcd-client) or "release"
 # (the official tarball: etcd, etcdctl, etcdutl installed into bin_dir; the deploy
 # then also creates the `etcd_user` system user and `etcd_data_root`).

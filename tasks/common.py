@@ -134,6 +134,11 @@ def run_on(h: Host, command: str, what: str, stdin: str | list[str] | None = Non
     return out.stdout
 
 
+def hosts_in_run() -> list[str]:
+    """The node names of the hosts this run acts on (all, or those of --limit)."""
+    return [node_name(h) for h in inventory if h in state.activated_hosts]
+
+
 def pyinfra_host(name: str) -> Host:
     """The inventory Host of node ``name`` (connected lazily if outside --limit)."""
     for h in inventory:

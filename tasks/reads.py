@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from etcd_pki.plan import HostPlan
 from facts.snapshot import Want
-from tasks import bootstrap, ca, certs, crl, etcd, install, renewal, standby
+from tasks import bootstrap, ca, certs, crl, etcd, etcd_access, install, renewal, standby
 from tasks.run import active_ca_reads, requirements_reads
 
 READS: tuple[Callable[[HostPlan], Want], ...] = (
@@ -27,4 +27,5 @@ READS: tuple[Callable[[HostPlan], Want], ...] = (
     renewal.reads,  # renewal units
     crl.member_reads,  # the CRL units on etcd members
     crl.ca_reads,  # the active CA's CRL, intermediate, ledger and what step-ca logged
+    etcd_access.reads,  # etcd's authentication, users and roles (etcd_auth)
 )

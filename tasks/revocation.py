@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from pyinfra import host, inventory, logger, state
+from pyinfra import host, logger, state
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 
@@ -52,7 +52,7 @@ from etcd_pki.crl import (
 from etcd_pki.plan import CertSpec, HostPlan
 from facts.pki import CertStates, FileBase64
 from tasks.certs import mint_tokens
-from tasks.common import call, node_name, on_hosts, pyinfra_host, run_on
+from tasks.common import call, hosts_in_run, node_name, on_hosts, pyinfra_host, run_on
 from tasks.crl import parse_revoked, script_path
 from tasks.etcd import INITIAL_ENV_FILE
 from tasks.run import get_plan, this_host
@@ -86,7 +86,7 @@ def target_of_run(entry: str) -> HostPlan:
 def runs_here(target: HostPlan) -> bool:
     """Whether this host does the work of the run (exactly one host does): the target
     when it is in the run, else the active CA when it is, else the first host of the run."""
-    active = [node_name(h) for h in inventory if h in state.activated_hosts]
+    active = hosts_in_run()
     plan = get_plan()
     for candidate in (target.name, plan.active_ca):
         if candidate in active:

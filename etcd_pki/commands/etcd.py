@@ -70,3 +70,31 @@ def restart_if_needed_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
         f'crl=$(stat -c %Y {crl}); if [ -n "$started" ] && [ "$started" -gt "$crl" ]; then '
         f"echo kept; exit 0; fi; ( {rolling_restart_command(me, members)} ) && echo restarted"
     )
+
+
+def access_state_command(me: HostPlan, full: bool) -> str:
+    """Print etcd's authentication state as ``me`` (a member) sees it on its own client
+    port: `status<TAB>JSON`, and with ``full`` a `user<TAB>NAME<TAB>JSON` line per user
+    and a `role<TAB>NAME<TAB>JSON` line per role (etcd_pki/etcd_auth.py parses them).
+    Prints nothing when etcd does not answer."""
+    e = etcdctl(me, f"https://127.0.0.1:{me.settings.etcd_client_port}")
+    lines = [
+        f"s=$({e} auth status -w json 2>/dev/null) || exit 0",
+        "printf 'status\\t%s\\n' \"$s\"",
+    ]
+    if full:
+        for kind in ("user", "role"):
+            lines.append(
+                f"{e} {kind} list 2>/dev/null | while IFS= read -r n; do "
+                f'printf \'{kind}\\t%s\\t%s\\n\' "$n" "$({e} {kind} get "$n" -w json)"; done'
+            )
+    return "; ".join(lines)
+
+
+def access_command(me: HostPlan, changes: Sequence[Sequence[str]]) -> str:
+    """Run each etcdctl argument list of ``changes`` as ``me`` (a member: root role) on
+    its own client port, in order, stopping at the first failure."""
+    local = f"https://127.0.0.1:{me.settings.etcd_client_port}"
+    return " && ".join(
+        etcdctl(me, local, *(shlex.quote(a) for a in args)) + " >/dev/null" for args in changes
+    )

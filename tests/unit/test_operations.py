@@ -18,7 +18,8 @@ from pyinfra.api.exceptions import PyinfraError
 from etcd_pki.commands.ca import CLAIMS, LEAF_TEMPLATE
 from etcd_pki.crl import crl_block
 from etcd_pki.plan import ClusterPlan, HostPlan
-from tasks import bootstrap, ca, certs, etcd, renewal, standby
+from etcd_pki.etcd_auth import Access
+from tasks import bootstrap, ca, certs, etcd, etcd_access, renewal, standby
 from tasks.ops import Op
 
 from .operations import (
@@ -59,6 +60,15 @@ def _root(name: str | None) -> str | None:
     return {"ca": CA.root_pem, "other": OTHER_CA.root_pem, None: None}[name]
 
 
+def _access(state: dict | None) -> Access | None:
+    """An `Access` from a fixture's "state" (null: etcd did not answer)."""
+    if state is None:
+        return None
+    roles = {r: frozenset(tuple(g) for g in grants) for r, grants in state["roles"].items()}
+    users = {u: frozenset(granted) for u, granted in state["users"].items()}
+    return Access(state["enabled"], users, roles)
+
+
 Decide = Callable[[dict, HostPlan, ClusterPlan], list[Op]]
 
 
@@ -81,6 +91,7 @@ DECISIONS: dict[str, Decide] = {
     "retire": lambda f, me, plan: standby.decide_retire(
         me, plan, _root(f.get("mine")), _root(f.get("active"))
     ),
+    "access": lambda f, me, plan: etcd_access.decide(plan, me.name, _access(f.get("state"))),
     "issue": lambda f, me, plan: certs.issue_ops(
         me,
         plan,
