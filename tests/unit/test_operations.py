@@ -17,8 +17,8 @@ from pyinfra.api.exceptions import PyinfraError
 
 from etcd_pki.commands.ca import CLAIMS, LEAF_TEMPLATE
 from etcd_pki.crl import crl_block
-from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.etcd_auth import Access
+from etcd_pki.plan import ClusterPlan, HostPlan
 from tasks import bootstrap, ca, certs, etcd, etcd_access, renewal, standby
 from tasks.ops import Op
 
