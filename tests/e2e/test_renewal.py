@@ -6,6 +6,7 @@ minute, so 11 in all) and are due at 20 % of that, about 70 s after issuance.
 
 from __future__ import annotations
 
+import shlex
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -161,6 +162,62 @@ def test_rekey_mode_changes_the_key(short_lived):
     )
     first, second = out.splitlines()
     assert first == second
+
+
+def pair_digests(host: str, name: str) -> tuple[str, str]:
+    """sha256 of the certificate's public key and of the key's (equal: a matching pair)."""
+    out = sh(
+        host,
+        f"openssl x509 -noout -pubkey -in {SSL}/{name}.crt | sha256sum; "
+        f"openssl pkey -pubout -in {SSL}/{name}.key | sha256sum",
+    )
+    first, second = out.splitlines()
+    return first, second
+
+
+# The rekey unit's ExecStart steps: rekey into temp files, chmod and chown the key,
+# chmod the certificate, rename the key, rename the certificate.
+REKEY_STEPS = 6
+
+
+@pytest.mark.parametrize("after", range(1, REKEY_STEPS))
+def test_a_rekey_killed_between_two_steps_leaves_a_matching_pair(short_lived, after):
+    """SIGKILL between step ``after`` and the next: the unit's ExecStopPost leaves the old
+    pair, or, once the new key is in place, puts the new certificate beside it."""
+    host = "etcd-k8s-3"
+    name = f"{host}-client"
+    unit = f"step-renew-{name}.service"
+    steps = [
+        line
+        for line in sh(host, f"cat /etc/systemd/system/{unit}").splitlines()
+        if line.startswith("ExecStart=")
+    ]
+    assert len(steps) == REKEY_STEPS, steps
+    # `$$$$` is `$$` once systemd has expanded it: the shell kills itself.
+    killed = [*steps[:after], "ExecStart=/bin/sh -c 'kill -KILL $$$$'", *steps[after:]]
+    dropin = f"/etc/systemd/system/{unit}.d"
+    before = pair_digests(host, name)
+    assert before[0] == before[1]
+    sh(
+        host,
+        f"mkdir -p {dropin} && printf '%s\\n' '[Service]' 'ExecStart=' "
+        + " ".join(shlex.quote(line) for line in killed)
+        + f" > {dropin}/kill.conf && systemctl daemon-reload && mkdir -p /run/etcd-pki && "
+        "echo RENEW_AT=0% > /run/etcd-pki/renew-override",
+    )
+    try:
+        assert start(host, f"step-renew-{name}") != 0  # killed
+        result = sh(host, f"systemctl show -p Result --value {unit}").strip()
+        assert result == "signal", result
+    finally:
+        sh(host, f"rm -rf {dropin} /run/etcd-pki/renew-override; systemctl daemon-reload; "
+                 f"systemctl reset-failed {unit}")  # fmt: skip
+    after_kill = pair_digests(host, name)
+    assert after_kill[0] == after_kill[1], f"killed after step {after}: key and certificate differ"
+    # Before the key's rename the old pair stays; after it, the new certificate follows.
+    assert (after_kill == before) == (after < REKEY_STEPS - 1), after
+    leftovers = sh(host, f"ls -A {SSL} | grep '^\\.{name}' || true").strip()
+    assert leftovers == "", leftovers
 
 
 def test_renewal_fails_visibly_while_the_ca_is_down_and_recovers(short_lived):
