@@ -1,7 +1,8 @@
 """Smallstep PKI for etcd: `pyinfra inventory.py deploy.py [--limit HOST]`.
 
 Phases, in order, each one module in tasks/:
-  validate the inventory                  tasks/common.py (etcd_pki/plan.py)
+  validate the inventory                  tasks/run.py (etcd_pki/plan.py)
+  no deploy during a root rotation        tasks/rotation.py
   refuse a CA-less failover target        tasks/standby.py
   install step / step-ca                  tasks/install.py
   install etcd (creates its user)         tasks/etcd.py
@@ -30,6 +31,7 @@ from tasks.crl import member_crl, reapply_revocations, record_ledger
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.etcd_access import etcd_access
 from tasks.install import install_step
+from tasks.rotation import refuse_during_root_rotation
 from tasks.run import get_plan, this_host
 from tasks.standby import (
     check_ca_material,
@@ -40,6 +42,7 @@ from tasks.standby import (
 )
 
 me = this_host()  # validates the whole inventory first: bad input stops here
+refuse_during_root_rotation()  # rotate_ca.py finishes it
 check_ca_material()  # no second CA where the cluster already trusts one
 
 install_step(step=not step_comes_with_certificates())

@@ -27,6 +27,7 @@ from .certs import (
     leaf_ekus,
     leaf_sans,
     lifetime_used,
+    pem_blocks,
 )
 from .crl import crl_problem, inspect_crl
 from .observation import CaCrl, ExpectedFile, HostObservation, UnitState, is_ca_secret
@@ -346,7 +347,7 @@ def evaluate_host(
         if obs.root_pem is None:
             out.append(Finding(name, root_path, "root-missing", "the CA root is not installed"))
         else:
-            if root_pem is not None and _normal_pem(obs.root_pem) != _normal_pem(root_pem):
+            if root_pem is not None and _roots(obs.root_pem) != _roots(root_pem):
                 out.append(Finding(name, root_path, "root-mismatch", "differs from the CA's root"))
             if stat is not None and stat.mode != CRT_MODE:
                 out.append(Finding(name, root_path, "crt-mode", f"mode {stat.mode}, want 644"))
@@ -357,7 +358,8 @@ def evaluate_host(
     for want in ca_files if hp.is_cert_manager else ():
         have = obs.stats.get(want.path)
         if have is None:
-            out.append(Finding(name, want.path, "ca-file-missing", "missing"))
+            if not want.optional:
+                out.append(Finding(name, want.path, "ca-file-missing", "missing"))
             continue
         if (have.owner, have.group) != (want.owner, want.group):
             out.append(
@@ -406,6 +408,11 @@ def evaluate_host(
             Finding(name, path, "stray-private-key", "a private key the plan has no use for")
         )
     return sorted(set(out))
+
+
+def _roots(text: str) -> set[str]:
+    """The certificates of a root file (one, or two during a root rotation), as a set."""
+    return {_normal_pem(block) for block in pem_blocks(text, "CERTIFICATE")} or {_normal_pem(text)}
 
 
 def _normal_pem(text: str) -> str:

@@ -124,15 +124,32 @@ def lifetime_used(cert: x509.Certificate, now: datetime) -> float:
 
 
 def chains_to(chain_pem: list[str], root_pem: str) -> bool:
-    """True if leaf -> (intermediates...) -> root verifies signature by signature."""
+    """True if leaf -> (intermediates...) -> a root of ``root_pem`` (one, or a bundle
+    during a root rotation) verifies signature by signature."""
     try:
         certs = [x509.load_pem_x509_certificate(p.encode()) for p in chain_pem]
-        root = x509.load_pem_x509_certificate(root_pem.encode())
-        for child, parent in zip(certs, certs[1:] + [root], strict=True):
-            child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature, IndexError):
+        roots = [
+            x509.load_pem_x509_certificate(p.encode()) for p in pem_blocks(root_pem, "CERTIFICATE")
+        ]
+    except ValueError:
         return False
-    return bool(certs)
+    for root in roots:
+        try:
+            for child, parent in zip(certs, certs[1:] + [root], strict=True):
+                child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature, IndexError):
+            continue
+        return bool(certs)
+    return False
+
+
+def issued_by(leaf: x509.Certificate, issuer_pem: str) -> bool:
+    """``leaf`` was signed by the certificate ``issuer_pem`` (the CA's intermediate)."""
+    try:
+        leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(issuer_pem.encode()))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def reissue_reason(
@@ -142,10 +159,13 @@ def reissue_reason(
     threshold_percent: int,
     now: datetime | None = None,
     revoked: frozenset[int] = frozenset(),
+    intermediate: str | None = None,
 ) -> str | None:
     """Why ``spec`` must be issued anew on its host, or None if what is there is good.
 
-    ``revoked``: serials the CA has revoked (etcd refuses them).
+    ``revoked``: serials the CA has revoked (etcd refuses them). ``intermediate``: the
+    CA's current intermediate; a certificate of a previous one (before a rotation) is
+    issued anew.
     """
     now = now or datetime.now(UTC)
     if found is None or not found.chain_pem or found.crt_meta is None:
@@ -161,6 +181,8 @@ def reissue_reason(
         return "key does not match the certificate"
     if not chains_to(found.chain_pem, root_pem):
         return "not issued by this CA"
+    if intermediate and not issued_by(leaf, intermediate):
+        return "issued by a previous intermediate of the CA"
     if leaf.serial_number in revoked:
         return f"revoked at the CA (serial {leaf.serial_number})"
     if leaf.not_valid_after_utc <= now:

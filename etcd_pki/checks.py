@@ -133,6 +133,15 @@ def lifetime(name: str, value: Any) -> list[str]:
     return [f"`{name}` = {value!r} must be longer than zero"] if seconds <= 0 else []
 
 
+def ca_lifetime(name: str, value: Any) -> list[str]:
+    """A root's or an intermediate's lifetime: a day or more, in hours like step's."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        return [f"`{name}`: {e}"]
+    return [f"`{name}` = {value!r} must be 24h or more"] if seconds < 86400 else []
+
+
 def crl_duration(name: str, value: Any) -> list[str]:
     """A duration of an hour or more."""
     try:

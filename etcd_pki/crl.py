@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from .certs import chains_to
 from .settings import parse_duration
 
 CRL_FILE = "crl.der"  # in ssl_dir, beside root_ca.crt
@@ -104,12 +105,8 @@ def crl_problem(
             )
         if not info.crl.is_signature_valid(issuer.public_key()):
             return "its signature is not from this CA's intermediate key"
-        if root_pem:
-            try:
-                root = x509.load_pem_x509_certificate(root_pem.encode())
-                issuer.verify_directly_issued_by(root)
-            except Exception:  # noqa: BLE001 - any failure means "does not chain"
-                return "the CA's intermediate certificate does not chain to the root"
+        if root_pem and not chains_to([intermediate_pem], root_pem):  # a bundle in a rotation
+            return "the CA's intermediate certificate does not chain to the root"
     if info.next_update is None:
         return "it has no nextUpdate"
     if info.next_update <= now:

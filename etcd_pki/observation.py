@@ -41,6 +41,7 @@ class ExpectedFile:
     owner: str
     group: str
     mode: str
+    optional: bool = False  # only its owner and mode are checked, when it exists
 
 
 @dataclass

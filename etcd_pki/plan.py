@@ -26,6 +26,8 @@ CLUSTER_WIDE = (
     "ca_dir",
     "ca_name",
     "ca_port",
+    "ca_root_lifetime",
+    "ca_intermediate_lifetime",
     "ca_provisioner",
     "cert_lifetime",
     "cert_lifetime_max",

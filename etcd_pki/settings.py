@@ -107,6 +107,12 @@ class Settings:
     ca_name: str = setting(
         "etcd-default-ca", "name in the root and intermediate certificates", c.label
     )
+    ca_root_lifetime: str = setting(
+        "87600h", "lifetime of a root made by `rotate_ca.py` (10 years)", c.ca_lifetime
+    )
+    ca_intermediate_lifetime: str = setting(
+        "43800h", "lifetime of an intermediate made by `rotate_ca.py` (5 years)", c.ca_lifetime
+    )
     ca_port: int = setting(9000, "step-ca's port (all addresses)", c.port)
     ca_provisioner: str = setting(
         "etcd-provisioner", "JWK provisioner that signs the one-time tokens", c.unit_name
@@ -382,6 +388,14 @@ def _check_together(v: dict[str, Any]) -> list[str]:
         if not v["etcd_sha256"]:
             out.append("`etcd_sha256` must pin the tarball's sha256 per arch for source 'release'")
 
+    try:
+        if parse_duration(v["ca_intermediate_lifetime"]) > parse_duration(v["ca_root_lifetime"]):
+            out.append(
+                "`ca_intermediate_lifetime` must not be longer than `ca_root_lifetime` "
+                "(an intermediate cannot outlive the root that signs it)"
+            )
+    except ValueError:
+        pass  # reported by their own checks
     lifetimes = ("cert_lifetime_min", "cert_lifetime", "cert_lifetime_max")
     try:
         low, mid, high = (parse_duration(v[name]) for name in lifetimes)

@@ -53,6 +53,11 @@ ca_dir = "/etc/step-ca"
 ca_user = "step"
 # Name written into the root and intermediate certificates.
 ca_name = "etcd-default-ca"
+# Lifetimes of the root and the intermediate that rotate_ca.py makes (docs/rotation.md);
+# a new CA gets `step ca init`'s (10 years each). The audit warns a year before either
+# expires, and when a certificate would outlive its issuer.
+ca_root_lifetime = "87600h"  # 10 years
+ca_intermediate_lifetime = "43800h"  # 5 years
 # Port step-ca listens on (all addresses).
 ca_port = 9000
 # JWK provisioner that signs the one-time tokens the nodes redeem.

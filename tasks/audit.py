@@ -37,6 +37,7 @@ from pyinfra.operations import python
 from etcd_pki.audit import ERROR, Finding, evaluate_host, summary
 from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.commands.crl import TIMER as CRL_TIMER
+from etcd_pki.commands.rotation import NEXT
 from etcd_pki.controller_scan import scan_controller
 from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.observation import CaCrl, ExpectedFile, HostObservation
@@ -48,7 +49,7 @@ from tasks.ca import CA_DIRS, CA_FILES
 from tasks.common import node_name, pyinfra_host
 from tasks.crl import local_crl_url
 from tasks.install import DOWNLOAD_DIR
-from tasks.run import ca_root_pem, get_plan, this_host, this_run
+from tasks.run import ca_root_pem, get_plan, rotation_before_run, this_host, this_run
 
 # Where a CA secret (by file name) is searched for on every host.
 SECRET_ROOTS = ("/etc", "/root", "/home", "/opt", "/srv", "/tmp", "/var", "/usr/local")
@@ -77,10 +78,17 @@ def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
         return s.ca_user if value == "CA" else value
 
     return [
-        ExpectedFile(f"{s.ca_dir}/{path}".rstrip("/"), who(owner), who(group), mode)
+        ExpectedFile(
+            f"{s.ca_dir}/{path}".rstrip("/"),
+            who(owner),
+            who(group),
+            mode,
+            # A rotation's files exist while one runs (its state from the first one on).
+            optional=path.startswith("rotation/"),
+        )
         for path, owner, group, mode in (*CA_FILES, *CA_DIRS)
         # the root key's own password exists only with backup recipients to encrypt it to
-        if not (path.endswith(".password.age") and not s.backup_recipients)
+        if not (path == "secrets/root_ca_key.password.age" and not s.backup_recipients)
     ]
 
 
@@ -103,10 +111,20 @@ def ca_crl_or_none() -> CaCrl | None:
 
 
 def root_or_none() -> str | None:
+    """What every host must trust: the CA's root or, in the middle of a root rotation
+    (phases trusted and switched), both roots; None when the CA cannot be read."""
     try:
-        return ca_root_pem()
+        root = ca_root_pem()
+        state = rotation_before_run()
     except PyinfraError:
         return None
+    if state is None or state.kind != "root" or state.phase not in ("trusted", "switched"):
+        return root
+    plan = get_plan()
+    partner = "root_ca.crt" if state.phase == "trusted" else "previous_root_ca.crt"
+    path = f"{plan.ca.settings.ca_dir}/{NEXT}/{partner}"
+    other = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
+    return root.rstrip("\n") + "\n" + other if other else root
 
 
 def observe(me: HostPlan, full: bool = True) -> HostObservation:

@@ -46,6 +46,15 @@ CA_FILES = (
     ("secrets/root_ca_key.password.age", "root", "root", "400"),
     # Every certificate step-ca issued and every revocation (public data: tasks/crl.py).
     ("ledger.tsv", "root", "root", "644"),
+    # A rotation's state and, during a root rotation, the next root and intermediate
+    # (etcd_pki/commands/rotation.py).
+    ("rotation/state", "root", "root", "644"),
+    ("rotation/root_ca.crt", "root", "root", "644"),
+    ("rotation/intermediate_ca.crt", "root", "root", "644"),
+    ("rotation/root_ca_key", "root", "root", "400"),
+    ("rotation/intermediate_ca_key", "CA", "CA", "400"),
+    ("rotation/root_ca_key.password.age", "root", "root", "400"),
+    ("rotation/previous_root_ca.crt", "root", "root", "644"),
 )
 CA_DIRS = (
     ("", "root", "CA", "750"),
@@ -53,6 +62,7 @@ CA_DIRS = (
     ("certs", "root", "CA", "755"),
     ("secrets", "root", "CA", "750"),
     ("db", "CA", "CA", "700"),
+    ("rotation", "root", "CA", "750"),
 )
 
 

@@ -30,6 +30,7 @@ from tasks.install import step_command
 from tasks.ops import Op, emit, shell
 from tasks.renewal import renewal_units, units_command
 from tasks.run import (
+    ca_intermediate_now,
     ca_root_pem,
     decided_before_run,
     fact_before_run,
@@ -169,7 +170,8 @@ def issue_certificates() -> None:
     step_ready = fact_before_run(StepVersions, bin_dir=s.bin_dir).get("step") == s.step_version
     # A new host has none of the files: nothing to read (only this task writes them).
     none_there = _none_there(me, before)
-    revoked = ca_view().revoked  # a revoked certificate is issued anew (new key)
+    view = ca_view()
+    revoked = view.revoked  # a revoked certificate is issued anew (new key)
 
     def check() -> bool:
         if none_there:
@@ -178,13 +180,17 @@ def issue_certificates() -> None:
             found = fact_before_run(CertStates, certs=me.certs, step=step)
         else:
             found = host.get_fact(CertStates, certs=me.certs, step=step)
-        todo[:] = [to_issue(me, found, ca_root_pem(), revoked)]
+        intermediate = ca_intermediate_now() if this_run().rotating else view.intermediate
+        todo[:] = [to_issue(me, found, ca_root_pem(), revoked, intermediate=intermediate)]
+        if not todo[0].issue:
+            this_run().certs_current.add(me.name)  # a root rotation waits for every host
         return bool(todo[0].issue or todo[0].fix)
 
     def apply() -> None:
         certs = [cert for cert, _ in todo[0].issue]
         tokens = {"issue": {"_stdin": mint_tokens(plan, certs)}} if certs else {}
         emit(issue_ops(me, plan, todo[0]), extra=tokens)
+        this_run().certs_current.add(me.name)
 
     call(
         f"Issue or repair certificates ({', '.join(c.kind for c in me.certs)})",
@@ -223,13 +229,14 @@ def to_issue(
     root: str,
     revoked: frozenset[int] = frozenset(),
     now: datetime | None = None,
+    intermediate: str | None = None,
 ) -> ToIssue:
     """Which of ``me``'s certificates (as ``found`` on the host) are issued anew, and
     which only need their owner and mode repaired.
 
-    Re-issued only when missing, not matching its key, not from the CA of ``root``,
-    revoked, with SANs other than the inventory implies, past the renewal threshold, or
-    expired (etcd_pki.certs.reissue_reason).
+    Re-issued only when missing, not matching its key, not from the CA of ``root`` or
+    not from its current ``intermediate``, revoked, with SANs other than the inventory
+    implies, past the renewal threshold, or expired (etcd_pki.certs.reissue_reason).
     """
     if set(found) != {c.name for c in me.certs}:
         # Every section is printed even for missing files: an incomplete answer is a
@@ -238,7 +245,7 @@ def to_issue(
     threshold = me.settings.renew_threshold_percent
     todo = ToIssue([], [])
     for cert in me.certs:
-        reason = reissue_reason(found[cert.name], cert, root, threshold, now, revoked)
+        reason = reissue_reason(found[cert.name], cert, root, threshold, now, revoked, intermediate)
         if reason:
             todo.issue.append((cert, reason))
         elif permission_problems(found[cert.name], cert):  # type: ignore[arg-type]

@@ -25,8 +25,11 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.inventory import Inventory
 from pyinfra.context import ctx_inventory
 
+from etcd_pki.commands.rotation import STATE as ROTATION_STATE
 from etcd_pki.plan import ClusterPlan, HostInput, HostPlan, build_plan
 from etcd_pki.requirements import parse_tools, requirement_problems, tools_command
+from etcd_pki.rotation import Rotation
+from etcd_pki.rotation import parse_state as parse_rotation
 from etcd_pki.settings import ConfigError
 from facts.pki import PublicFile
 from facts.snapshot import HostSnapshot, Snapshot, Want, parse
@@ -45,6 +48,11 @@ class Run:
     ca_root: str | None = None  # the active CA's root certificate, once read
     ca_root_lock: gevent.lock.BoundedSemaphore = field(default_factory=gevent.lock.BoundedSemaphore)
     minted: bool = False  # one-time tokens were handed out: step-ca issued certificates
+    rotating: bool = False  # rotate_ca.py: the CA changes in this run (decide at execute time)
+    certs_current: set[str] = field(default_factory=set)  # hosts whose certificates are right
+    roots: dict[str, str] = field(default_factory=dict)  # rotation: "old"/"new" root, as read
+    members_checked: str | None = None  # rotation: "" every member healthy, else why not
+    ca_intermediate: str | None = None  # the CA's intermediate, once read at execute time
     minter: Any = None  # tasks/certs.py: gathers token requests into one command on the CA
     ca_crl: Any = None  # the CA's CRL read at execute time (tasks/crl.py: ca_crl_now)
     ca_crl_lock: gevent.lock.BoundedSemaphore = field(default_factory=gevent.lock.BoundedSemaphore)
@@ -143,11 +151,31 @@ def requirements_reads(me: HostPlan) -> Want:
 
 
 def active_ca_reads(me: HostPlan) -> Want:
-    """The active CA's root and whether it was initialised (`ca_root_before_run`)."""
+    """The active CA's root, whether it was initialised (`ca_root_before_run`), and the
+    state of a rotation (`rotation_before_run`)."""
     if not me.is_active_ca:
         return Want()
     s = me.settings
-    return Want.of(stat={s.ca_json, s.ca_root}, contents={s.ca_root})
+    return Want.of(stat={s.ca_json, s.ca_root}, contents={s.ca_root, rotation_state_path(s)})
+
+
+def rotation_state_path(s) -> str:
+    return f"{s.ca_dir}/{ROTATION_STATE}"
+
+
+def rotation_before_run() -> Rotation | None:
+    """The CA's rotation state before the run (etcd_pki/rotation.py), None when no
+    rotation was ever made; PyinfraError when the file is damaged."""
+    plan = get_plan()
+    path = rotation_state_path(plan.ca.settings)
+    try:
+        ca = snapshots_of({plan.active_ca: Want.of(contents={path})})[plan.active_ca]
+    except Exception:  # unreachable now: the run reports it
+        return None
+    try:
+        return parse_rotation(ca.contents.get(path))
+    except ValueError as e:
+        raise PyinfraError(f"{plan.active_ca}:{path}: {e}") from None
 
 
 def ca_root_pem() -> str:
@@ -167,6 +195,20 @@ def ca_root_pem() -> str:
                 )
             run.ca_root = pem
     return run.ca_root
+
+
+def ca_intermediate_now() -> str:
+    """The active CA's intermediate certificate as it is now (after a rotation in this
+    run), read once per run at execute time."""
+    plan, run = get_plan(), this_run()
+    with run.ca_root_lock:
+        if run.ca_intermediate is None:
+            path = plan.ca.settings.ca_intermediate
+            pem = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
+            if not pem:
+                raise PyinfraError(f"the CA's intermediate {path} is missing on {plan.active_ca}")
+            run.ca_intermediate = pem
+    return run.ca_intermediate
 
 
 def ca_root_before_run() -> str | None:
@@ -202,7 +244,7 @@ def decided_before_run(me: HostPlan) -> bool:
     CA's operation is what keeps every host's after the CA's changes in this run (new
     lifetimes, a restart). Not when the CA is new in this run (its root is unknown).
     """
-    return not me.is_active_ca and ca_root_before_run() is not None
+    return not me.is_active_ca and not this_run().rotating and ca_root_before_run() is not None
 
 
 def fact_want(cls: type[FactBase], **kwargs: Hashable) -> Want:

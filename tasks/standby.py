@@ -45,7 +45,13 @@ AGE_PACKAGE = "age"
 MATERIAL = tuple(path for path, *_ in CA_FILES)
 # Backups made before these existed lack them; a restore keeps the node's own then, and
 # a CA whose root key has no password of its own has no .age for it.
-OPTIONAL_MATERIAL = ("ledger.tsv", "secrets/root_ca_key.password.age")
+OPTIONAL_MATERIAL = (
+    "ledger.tsv",
+    "secrets/root_ca_key.password.age",
+    *(path for path, *_ in CA_FILES if path.startswith("rotation/")),
+)
+# A rotation's files come and go: a standby holds exactly what the active holds.
+MIRRORED = tuple(path for path in OPTIONAL_MATERIAL if path.startswith("rotation/"))
 CA_SERVICE = "step-ca.service"
 
 
@@ -69,7 +75,9 @@ def material_install_script(s: Settings) -> str:
     """Shell that installs extracted material (in "$t/m") with CA_FILES' owners and modes."""
     files = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_FILES]
     dirs = [(p, _real(o, s), _real(g, s), m) for p, o, g, m in CA_DIRS]
-    return install_material_script(s.ca_dir, files, dirs, optional=OPTIONAL_MATERIAL)
+    return install_material_script(
+        s.ca_dir, files, dirs, optional=OPTIONAL_MATERIAL, mirrored=MIRRORED
+    )
 
 
 def _digests(h: Host, s: Settings) -> tuple[str, str]:

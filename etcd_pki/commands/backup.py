@@ -104,13 +104,16 @@ def install_material_script(
     files: Sequence[tuple[str, str, str, str]],
     dirs: Sequence[tuple[str, str, str, str]],
     optional: Sequence[str] = (),
+    mirrored: Sequence[str] = (),
 ) -> str:
     """Shell fragment: install the decrypted material from ``$t/m`` into ``ca_dir``.
 
     ``files``/``dirs`` are (path, owner, group, mode) with real user names. Every file
     but the ``optional`` ones must be in the archive; each one is installed with its
-    owner and mode under a temporary name, then renamed into place. Prints ``unchanged``
-    when every file was already identical (nothing is touched then), else ``installed``.
+    owner and mode under a temporary name, then renamed into place. An optional file the
+    archive lacks is kept, unless it is ``mirrored`` (a rotation's files): then it goes.
+    Prints ``unchanged`` when every file was already as in the archive (nothing is
+    touched then), else ``installed``.
     """
     d = shlex.quote(ca_dir)
     required = [f[0] for f in files if f[0] not in optional]
@@ -123,6 +126,13 @@ def install_material_script(
         ),
         'if [ "$same" = 1 ]; then echo unchanged; else :',
     ]
+    if mirrored:  # a file the archive lacks but the node holds: not the same either
+        lines.insert(
+            -1,
+            'for f in {}; do [ -f "$t/m/$f" ] || [ ! -e {}/"$f" ] || same=0; done'.format(
+                " ".join(shlex.quote(f) for f in mirrored), d
+            ),
+        )
     for path, owner, group, mode in dirs:
         full = f"{ca_dir}/{path}".rstrip("/")
         q = shlex.quote(full)
@@ -134,9 +144,12 @@ def install_material_script(
             f'install -o {owner} -g {group} -m {mode} "$t/m/{path}" {tmp} && mv -f {tmp} {target}'
         )
         # An optional file an older archive lacks: the node's own is kept.
-        lines.append(
-            f'if [ -f "$t/m/{path}" ]; then {install}; fi' if path in optional else install
-        )
+        if path in mirrored:
+            lines.append(f'if [ -f "$t/m/{path}" ]; then {install}; else rm -f {target}; fi')
+        elif path in optional:
+            lines.append(f'if [ -f "$t/m/{path}" ]; then {install}; fi')
+        else:
+            lines.append(install)
     lines.append("echo installed; fi")
     return "; ".join(lines)
 

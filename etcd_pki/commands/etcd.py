@@ -59,16 +59,19 @@ def rolling_restart_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
     )
 
 
-def restart_if_needed_command(me: HostPlan, members: Sequence[HostPlan]) -> str:
+def restart_if_needed_command(
+    me: HostPlan, members: Sequence[HostPlan], read_at_start: str | None = None
+) -> str:
     """On member ``me``: restart etcd (as `rolling_restart_command`) only when it started
-    before its current CRL was installed; print `restarted` or `kept`."""
+    before the file ``read_at_start`` (default: its CRL) last changed; print `restarted`
+    or `kept`. etcd reads its trusted roots only when it starts."""
     service = shlex.quote(f"{me.settings.etcd_service_name}.service")
-    crl = shlex.quote(me.settings.crl_file)
+    changed = shlex.quote(read_at_start or me.settings.crl_file)
     return (
         f"started=$(systemctl show -p ExecMainStartTimestamp --timestamp=unix --value {service} "
         "2>/dev/null | tr -d @); "
-        f'crl=$(stat -c %Y {crl}); if [ -n "$started" ] && [ "$started" -gt "$crl" ]; then '
-        f"echo kept; exit 0; fi; ( {rolling_restart_command(me, members)} ) && echo restarted"
+        f'changed=$(stat -c %Y {changed}); if [ -n "$started" ] && [ "$started" -gt "$changed" ]; '
+        f"then echo kept; exit 0; fi; ( {rolling_restart_command(me, members)} ) && echo restarted"
     )
 
 

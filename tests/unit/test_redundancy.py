@@ -369,6 +369,31 @@ def test_install_script_sets_owner_and_mode_and_is_atomic(tmp_path):
     assert result.returncode == 4 and "the archive lacks certs/root_ca.crt" in result.stderr
 
 
+def test_mirrored_files_the_archive_lacks_go(tmp_path):
+    """A rotation's files: a standby holds exactly what the active holds."""
+    source, ca = tmp_path / "t" / "m", tmp_path / "ca"
+    _material(source, password="pw")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    files = [(p, user, group, m) for p, m in zip(MATERIAL, ("640", "644", "400"), strict=True)]
+    files.append(("rotation/state", user, group, "644"))
+    dirs = [("", user, group, "750")] + [
+        (d, user, group, "750") for d in ("config", "certs", "secrets", "db", "rotation")
+    ]
+    script = f"set -e; t={tmp_path}/t; " + install_material_script(
+        str(ca), files, dirs, optional=("rotation/state",), mirrored=("rotation/state",)
+    )
+    (source / "rotation").mkdir()
+    (source / "rotation/state").write_text("root prepared x\n")
+    assert sh(script).stdout.strip() == "installed"
+    assert (ca / "rotation/state").read_text() == "root prepared x\n"
+    assert sh(script).stdout.strip() == "unchanged"
+    (source / "rotation/state").unlink()  # the active finished its rotation
+    assert sh(script).stdout.strip() == "installed"
+    assert not (ca / "rotation/state").exists()
+    assert sh(script).stdout.strip() == "unchanged"
+
+
 def test_backup_mac(tmp_path):
     from etcd_pki.redundancy import backup_mac, mac_key, mac_matches
 

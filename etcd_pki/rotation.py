@@ -1,0 +1,103 @@
+"""Rotating the CA (rotate_ca.py), as data: what is asked, and where a root rotation is.
+
+Each rotation records where it is on the CA node (`ca_dir/rotation/state`: "KIND PHASE
+FINGERPRINT"), so that a run stopped anywhere is finished by the next one, and a
+finished one is not made again by a re-run.
+
+An intermediate rotation is one step on the CA (a new intermediate signed by the same
+root, step-ca reloaded: `intermediate switched FINGERPRINT-OF-IT`) followed by the
+re-issue of every certificate (`intermediate done`); etcd needs no restart, since it
+trusts the root and reads its certificates on every handshake.
+
+A root rotation goes through phases (FINGERPRINT of the new root):
+
+    prepared   the new root and intermediate exist beside the CA (ca_dir/rotation/)
+    trusted    every host trusts both roots; etcd members restarted one at a time
+    switched   step-ca runs on the new root and intermediate; certificates re-issued
+    done       every host trusts the new root only; members restarted again
+
+No pyinfra import.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+KINDS = ("intermediate", "root")
+PHASES = ("prepared", "trusted", "switched", "done")
+_STATE_RE = re.compile(r"^(intermediate|root) (prepared|trusted|switched|done) ([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Where a rotation is: its kind, its last phase done, and the fingerprint of the new
+    root (or, for an intermediate rotation, of the new intermediate)."""
+
+    kind: str
+    phase: str
+    fingerprint: str
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "done"
+
+    def reached(self, phase: str) -> bool:
+        """``phase`` is done (or a later one)."""
+        return PHASES.index(self.phase) >= PHASES.index(phase)
+
+    def line(self) -> str:
+        return f"{self.kind} {self.phase} {self.fingerprint}"
+
+
+def parse_state(text: str | None) -> Rotation | None:
+    """The state file's content; None when there is none (no rotation started).
+    ValueError for anything else (a damaged file is not guessed at)."""
+    if not text or not text.strip():
+        return None
+    match = _STATE_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"unreadable rotation state {text.strip()[:80]!r}")
+    return Rotation(*match.groups())
+
+
+def start_problem(kind: str, state: Rotation | None, again: bool) -> str | None:
+    """Why a `rotate=kind` run must not go on from ``state`` (None: go on, resuming an
+    unfinished rotation of that kind or starting a new one)."""
+    if state is None or (state.finished and (again or state.kind != kind)):
+        return None
+    if not state.finished and state.kind != kind:
+        return (
+            f"a {state.kind} rotation is unfinished (phase {state.phase!r} done): finish it "
+            f"first with --data rotate={state.kind}"
+        )
+    return None
+
+
+def finished_message(state: Rotation) -> str:
+    """What a re-run of a finished rotation says (it changes nothing)."""
+    return (
+        f"the {state.kind} rotation to {state.fingerprint[:16]}... is done: nothing to do. "
+        f"To rotate the {state.kind} again: --data rotate={state.kind} --data rotate_again=true"
+    )
+
+
+def kind_problem(value: object) -> str | None:
+    """What is wrong with `--data rotate=...`, or None."""
+    if value in KINDS:
+        return None
+    return (
+        f"--data rotate={value!r}: say what to rotate, `rotate=intermediate` (a new "
+        "intermediate from the same root) or `rotate=root` (a new root and intermediate, "
+        "in phases)"
+    )
+
+
+def in_progress_message(state: Rotation, ca: str) -> str:
+    """Why deploy.py stops while a root rotation is unfinished, and how to go on."""
+    return (
+        f"a root rotation is in progress on {ca} (phase {state.phase!r} done; new root "
+        f"{state.fingerprint[:16]}...): finish it first with "
+        "`pyinfra INVENTORY rotate_ca.py --data rotate=root` (it resumes where it stopped); "
+        "deploy.py would mix the two roots"
+    )
