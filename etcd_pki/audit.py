@@ -83,7 +83,12 @@ RULES = {
     "crl-behind": "a member's CRL is older than the CA's for 3 h (warning: is its timer on?)",
     "crl-timer": "the member's CRL fetch timer is not enabled and active",
     "crl-fetch-failed": "the last CRL fetch failed (warning; the installed CRL stays)",
+    "ca-expiring": "the root or intermediate expires within a year (warning: rotate_ca.py)",
+    "leaf-outlives-issuer": "a certificate is valid past its intermediate (warning: rotate it)",
 }
+
+# How long before the root or intermediate expires the audit warns (rotate_ca.py).
+CA_EXPIRY_WARNING = timedelta(days=365)
 
 
 @dataclass(frozen=True, order=True)
@@ -312,6 +317,56 @@ def evaluate_crl(
     return out
 
 
+def evaluate_ca_lifetimes(
+    hp: HostPlan,
+    obs: HostObservation,
+    root_pem: str | None,
+    intermediate_pem: str | None,
+    now: datetime,
+) -> list[Finding]:
+    """Warnings that the CA itself needs rotating: on the active cert-manager, a root or
+    intermediate expiring within :data:`CA_EXPIRY_WARNING`; on any host, a certificate
+    valid past its intermediate (it stops verifying when the intermediate expires)."""
+    out: list[Finding] = []
+    s = hp.settings
+    issuer_end = _not_after(intermediate_pem)
+    if hp.is_active_ca:
+        for kind, pem, path in (
+            ("root", root_pem, s.ca_root),
+            ("intermediate", intermediate_pem, s.ca_intermediate),
+        ):
+            end = _not_after(pem)
+            if end is not None and end - now < CA_EXPIRY_WARNING:
+                days = max(0, (end - now).days)
+                out.append(
+                    Finding(hp.name, path, "ca-expiring",
+                            f"the {kind} expires {end:%Y-%m-%d} ({days} days): rotate it with "
+                            f"rotate_ca.py --data rotate={kind} (docs/rotation.md)", WARNING)
+                )  # fmt: skip
+    if issuer_end is None:
+        return out
+    for spec in hp.certs:
+        found = obs.certs.get(spec.name)
+        end = _not_after(found.chain_pem[0]) if found and found.chain_pem else None
+        if end is not None and end > issuer_end:
+            out.append(
+                Finding(hp.name, spec.crt, "leaf-outlives-issuer",
+                        f"valid until {end:%Y-%m-%d}, its intermediate only until "
+                        f"{issuer_end:%Y-%m-%d}: rotate_ca.py --data rotate=intermediate",
+                        WARNING)
+            )  # fmt: skip
+    return out
+
+
+def _not_after(pem: str | None) -> datetime | None:
+    if not pem:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+    except ValueError:
+        return None
+
+
 def evaluate_host(
     hp: HostPlan,
     obs: HostObservation,
@@ -340,6 +395,7 @@ def evaluate_host(
         timer, service = (obs.timers.get(f"{spec.unit}.{sfx}") for sfx in ("timer", "service"))
         out += evaluate_timer(spec, timer, service)
     out += evaluate_crl(hp, obs, ca_crl, root_pem, now)
+    out += evaluate_ca_lifetimes(hp, obs, root_pem, ca_crl.intermediate if ca_crl else None, now)
 
     if hp.certs:
         root_path = s.trusted_root

@@ -99,6 +99,13 @@ def parse_digests(text: str) -> tuple[str, str]:
     return found["material"], found["root"]
 
 
+def parse_retired_roots(text: str) -> frozenset[str]:
+    """The sha256 of each root a rotation retired, from :func:`digest_command`'s output."""
+    return frozenset(
+        line.split()[1] for line in text.splitlines() if line.startswith("retired ") and " " in line
+    )
+
+
 def dns_names_fact_command(ca_json: str) -> str:
     """Print the lines of ca.json's first `dnsNames` array (nothing else of the file),
     then `__ca__`; print nothing when there is no ca.json."""

@@ -225,6 +225,7 @@ def report_data(
     unreachable: dict[str, str],
     now: datetime,
     root: dict[str, Any] | None = None,
+    intermediate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON document (also the HTML template's input)."""
     hosts = []
@@ -247,6 +248,7 @@ def report_data(
         "generated_at": now.astimezone(UTC).isoformat(timespec="seconds"),
         "ca_url": plan.ca_url,
         "root": root,
+        "intermediate": intermediate,
         "state": worst(rows) if not unreachable else "unknown",
         "counts": counts,
         "hosts": hosts,
@@ -350,7 +352,8 @@ def render_revocation(ca: CaCrl | None, rows: list[dict], revoked: list[dict]) -
 
 
 def root_info(root_pem: str | None) -> dict[str, Any] | None:
-    """Subject, validity and fingerprint of the CA's root, for the report's header."""
+    """Subject, validity and fingerprint of the CA's root (or intermediate), for the
+    report's header."""
     if not root_pem:
         return None
     from cryptography import x509
@@ -363,3 +366,24 @@ def root_info(root_pem: str | None) -> dict[str, Any] | None:
         "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds"),
         "fingerprint": fingerprint(root_pem),
     }
+
+
+def render_ca(
+    root: dict[str, Any] | None, intermediate: dict[str, Any] | None, now: datetime
+) -> str:
+    """The CA's root and intermediate with their validity; one expiring within a year is
+    marked with the command that rotates it (docs/rotation.md)."""
+    lines = ["--> CA"]
+    for kind, info in (("root", root), ("intermediate", intermediate)):
+        if info is None:
+            lines.append(f"  {kind}: could not be read")
+            continue
+        end = datetime.fromisoformat(info["not_after"])
+        note = ""
+        if (end - now).days < 365:
+            note = f"  (expires within a year: rotate_ca.py --data rotate={kind})"
+        lines.append(
+            f"  {kind}: {info['subject']}, valid until {end:%Y-%m-%d}, "
+            f"fingerprint {info['fingerprint'][:16]}...{note}"
+        )
+    return "\n".join(lines)

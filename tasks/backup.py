@@ -292,8 +292,10 @@ def restore_ca() -> None:
             raise PyinfraError(
                 f"{source.name} holds another CA (root fingerprint {status[1].strip()}) than "
                 f"the one the cluster trusts ({trusted}): restoring it would cut every host "
-                "off. Re-run with --data restore_force=true only if you mean to replace the "
-                "CA (every host then needs its trust and certificates anew)"
+                "off. A backup made before a root rotation (rotate_ca.py) is such a "
+                "backup: restore one made after it. Re-run with --data restore_force=true "
+                "only if you mean to replace the CA (every host then needs its trust and "
+                "certificates anew)"
             )
         if status[0] == "different-ca":
             existing = pem_blocks(

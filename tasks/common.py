@@ -164,13 +164,24 @@ def on_hosts(names: Iterable[str], function: Callable[[str], T]) -> dict[str, T]
     """``{name: function(name)}`` with each of those hosts as pyinfra's current host, all
     at once, one greenlet each (a loop over other hosts waits for each round trip)."""
 
-    def run(name: str) -> T:
-        with ctx_host.use(pyinfra_host(name)):
-            return function(name)
+    def run(name: str) -> tuple[T | None, Exception | None]:
+        # The error is handed back, not raised: gevent prints the traceback of a greenlet
+        # that raises, and the operator must see only pyinfra's one-line error.
+        try:
+            with ctx_host.use(pyinfra_host(name)):
+                return function(name), None
+        except Exception as e:
+            return None, e
 
     jobs = {name: spawn_in_context(run, name) for name in names}
-    gevent.joinall(list(jobs.values()), raise_error=True)
-    return {name: job.value for name, job in jobs.items()}
+    gevent.joinall(list(jobs.values()))
+    results: dict[str, T] = {}
+    for name, job in jobs.items():
+        value, error = job.value
+        if error is not None:
+            raise error
+        results[name] = value  # type: ignore[assignment]
+    return results
 
 
 def render(src: str, **data) -> str:

@@ -32,7 +32,13 @@ from etcd_pki.commands.backup import (
     retire_command,
 )
 from etcd_pki.plan import ClusterPlan, HostPlan
-from etcd_pki.redundancy import AGE_RECIPIENT_RE, ARMOR_BEGIN, ARMOR_END, parse_digests
+from etcd_pki.redundancy import (
+    AGE_RECIPIENT_RE,
+    ARMOR_BEGIN,
+    ARMOR_END,
+    parse_digests,
+    parse_retired_roots,
+)
 from etcd_pki.settings import Settings
 from facts.pki import PublicFile
 from facts.snapshot import Snapshot, Want
@@ -80,8 +86,10 @@ def material_install_script(s: Settings) -> str:
     )
 
 
-def _digests(h: Host, s: Settings) -> tuple[str, str]:
-    return parse_digests(run_on(h, digest_command(s.ca_dir, MATERIAL), "hashing the CA material"))
+def _digests(h: Host, s: Settings) -> tuple[str, str, frozenset[str]]:
+    """(material, root, roots retired by a rotation), as sha256 hex."""
+    out = run_on(h, digest_command(s.ca_dir, MATERIAL), "hashing the CA material")
+    return (*parse_digests(out), parse_retired_roots(out))
 
 
 @deploy("Install age")
@@ -244,11 +252,13 @@ def copy_ca_material() -> None:
     def needs_copy() -> bool:
         if me.is_active_ca:
             return False
-        want, want_root = _digests(active, s)
-        have, have_root = _digests(host, s)
+        want, want_root, retired = _digests(active, s)
+        have, have_root, _ = _digests(host, s)
         if want_root == "none":
             raise PyinfraError(f"the active cert-manager {plan.active_ca} has no CA material")
-        if have_root not in ("none", want_root):
+        # A root the active retired in a rotation is this CA's own past: a standby still
+        # holding it missed the copy of an interrupted rotation, and is brought up to date.
+        if have_root not in ("none", want_root, *retired):
             raise PyinfraError(
                 f"standby {me.name} holds another CA (its {s.ca_root} differs "
                 f"from {plan.active_ca}'s). Refusing to overwrite it: move {s.ca_dir} aside on "
@@ -287,7 +297,7 @@ def copy_ca_material() -> None:
         finally:
             with contextlib.suppress(PyinfraError):  # best effort: it is in /run (tmpfs)
                 run_on(host, f"rm -rf {shlex.quote(tmp)}", "removing the one-time key")
-        have, _ = _digests(host, s)
+        have, _, _ = _digests(host, s)
         if have != state["want"]:
             raise PyinfraError(f"the CA material on {me.name} differs from {plan.active_ca}'s")
         logger.info(f"{host.print_prefix}CA material copied from {plan.active_ca} (age-encrypted)")

@@ -20,6 +20,7 @@ from etcd_pki.observation import HostObservation
 from etcd_pki.status import (
     crl_rows,
     host_rows,
+    render_ca,
     render_html,
     render_revocation,
     render_table,
@@ -112,8 +113,9 @@ def status_report() -> None:
         for h in state.inventory.iter_activated_hosts():
             if h in state.failed_hosts and node_name(h) not in observations:
                 unreachable[node_name(h)] = "connection failed"
-        data = report_data(plan, rows, unreachable, now, root_info(root))
         ca = ca_crl_or_none()
+        intermediate = root_info(ca.intermediate if ca else None)
+        data = report_data(plan, rows, unreachable, now, root_info(root), intermediate)
         members = crl_rows(plan, observations, ca, root, now)
         revoked = revoked_list(ca, ca_ledger())
         data["crl"] = {"members": members, "revoked": revoked}
@@ -122,7 +124,8 @@ def status_report() -> None:
         directory = Path(state.cwd or ".") / str(host.data.get("status_dir") or DEFAULT_DIR)
         json_path, html_path = write_report(directory, data, render_html(data))
         click.echo(
-            "--> Certificate status\n"
+            render_ca(data["root"], data["intermediate"], now)
+            + "\n--> Certificate status\n"
             + render_table(plan, rows, unreachable)
             + "\n"
             + render_revocation(ca, members, revoked)

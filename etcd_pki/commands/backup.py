@@ -19,7 +19,8 @@ STDIN_SEPARATOR = "--"
 
 def digest_command(ca_dir: str, paths: Sequence[str]) -> str:
     """Print `material <sha256>` over the names and contents of ``paths`` (below
-    ``ca_dir``), and `root <sha256 of certs/root_ca.crt | none>`. Only hashes leave."""
+    ``ca_dir``), `root <sha256 of certs/root_ca.crt | none>`, and `retired <sha256>` for
+    each root a root rotation retired (retired/root_ca.*.crt). Only hashes leave."""
     files = " ".join(shlex.quote(p) for p in paths)
     d = shlex.quote(ca_dir)
     return (
@@ -28,6 +29,8 @@ def digest_command(ca_dir: str, paths: Sequence[str]) -> str:
         'else echo "missing $f"; fi; done | sha256sum | cut -c1-64); '
         "if [ -f certs/root_ca.crt ]; then r=$(sha256sum certs/root_ca.crt | cut -c1-64); "
         'else r=none; fi; echo "material $m"; echo "root $r"; '
+        'for f in retired/root_ca.*.crt; do [ -f "$f" ] && '
+        'echo "retired $(sha256sum "$f" | cut -c1-64)"; done; true; '
         "else echo 'material none'; echo 'root none'; fi"
     )
 

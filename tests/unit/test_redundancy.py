@@ -4,6 +4,7 @@ run against real files (sh, awk, sed, tar, sha256sum of this machine)."""
 from __future__ import annotations
 
 import grp
+import hashlib
 import io
 import json
 import os
@@ -31,6 +32,7 @@ from etcd_pki.redundancy import (
     is_age_file,
     parse_digests,
     parse_dns_names,
+    parse_retired_roots,
     recipient_problems,
 )
 from etcd_pki.settings import ConfigError
@@ -195,6 +197,18 @@ def test_digests_compare_names_and_contents(tmp_path):
     )
     # Only hashes come out, never the contents.
     assert "pw" not in sh(digest_command(str(a), MATERIAL)).stdout
+
+
+def test_digests_name_the_roots_a_rotation_retired(tmp_path):
+    a = tmp_path / "a"
+    _material(a)
+    assert parse_retired_roots(sh(digest_command(str(a), MATERIAL)).stdout) == frozenset()
+    (a / "retired").mkdir()
+    (a / "retired/root_ca.20260101T000000Z.crt").write_text("OLD ROOT")
+    (a / "retired/intermediate_ca.20260101T000000Z.crt").write_text("OLD INTERMEDIATE")
+    out = sh(digest_command(str(a), MATERIAL)).stdout
+    assert parse_retired_roots(out) == {hashlib.sha256(b"OLD ROOT").hexdigest()}
+    assert parse_digests(out)[1] == hashlib.sha256(b"ROOT").hexdigest()
 
 
 def _fake_age(tmp_path: Path) -> dict[str, str]:

@@ -10,7 +10,15 @@ import pytest
 
 from etcd_pki.observation import HostObservation
 from etcd_pki.plan import build_plan
-from etcd_pki.status import host_rows, left_text, render_html, render_table, report_data, root_info
+from etcd_pki.status import (
+    host_rows,
+    left_text,
+    render_ca,
+    render_html,
+    render_table,
+    report_data,
+    root_info,
+)
 
 from .conftest import seed_hosts
 from .pki_fixtures import NOW, Ca, good_observation
@@ -143,3 +151,20 @@ def test_no_observation_at_all(plan, ca):
     rows = host_rows(plan.hosts["app-server"], HostObservation(), ca.root_pem, NOW)
     assert [r.state for r in rows] == ["missing"]
     assert rows[0].timer == "missing"
+
+
+def test_ca_lines_show_both_and_mark_one_expiring_within_a_year(ca):
+    root, inter = root_info(ca.root_pem), root_info(ca.pem_inter)
+    text = render_ca(root, inter, NOW)
+    assert "root: CN=test-ca Root CA, valid until 2035-" in text
+    assert "intermediate: CN=test-ca Intermediate CA" in text and "rotate_ca.py" not in text
+    late = NOW.replace(year=2035)  # the fixture CA ends in May 2035
+    marked = render_ca(root, inter, late)
+    assert "rotate=root" in marked and "rotate=intermediate" in marked
+    assert "intermediate: could not be read" in render_ca(root, None, NOW)
+
+
+def test_the_json_document_names_the_intermediate(plan, ca):
+    data = report_data(plan, [], {}, NOW, root_info(ca.root_pem), root_info(ca.pem_inter))
+    assert data["intermediate"]["fingerprint"] != data["root"]["fingerprint"]
+    assert "intermediate valid until" in render_html(data)
