@@ -17,7 +17,7 @@ from tests import testbed as tb
 from . import measure
 from .measure import log_dir, progress
 from .report import report, to_json
-from .scenarios import BURST_HOSTS, add_member, fresh_and_reruns, issuance
+from .scenarios import BURST_HOSTS, add_member, fresh_and_reruns, issuance, rotations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             f"issuance: {args.per_host} token+certificate per host from {len(BURST_HOSTS)} hosts"
         )
         results["issuance"] = issuance(tb.bed(), issuance_runs, args.per_host)
-        results["add"] = add_member(tb.bed())
+        results["rotations"] = rotations(tb.bed())
+        results["add"] = add_member(tb.bed())  # a member joining after the rotations
         for clients in client_counts:
             results["scaling"].append(fresh_and_reruns(clients, args.scale_runs, scale_reruns))
+            if clients == client_counts[0]:
+                results["rotations"] += rotations(tb.bed())
     finally:
         results["load_after"] = os.getloadavg()
         if args.json:

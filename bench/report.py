@@ -116,6 +116,12 @@ def report(results: dict[str, Any]) -> str:
             f"| add {NEW_MEMBER} (--limit) | 1 of 5 | 1 | {add.wall:.1f} s | - | "
             f"{commands_text(add)} | {cpu_text(add)} | - |"
         )
+    for rotation in results.get("rotations", []):
+        run = rotation["run"]
+        rows.append(
+            f"| {rotation['what']} (rotate_ca.py) | {rotation['hosts']} | 1 | {run.wall:.1f} s "
+            f"| - | {commands_text(run)} | {cpu_text(run)} | - |"
+        )
     for scale in results["scaling"]:
         hosts = scale["hosts"]
         fs = median([r.wall for r in scale["fresh"]])

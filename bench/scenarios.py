@@ -82,6 +82,20 @@ def add_member(bed: tb.Bed) -> Run:
     return deploy_n(inventory(bed), "add-member", 1, "--limit", limit, quiet_change=True)[0]
 
 
+def rotations(bed: tb.Bed) -> list[dict[str, Any]]:
+    """rotate_ca.py on the deployed bed: the intermediate, the root, then the root again
+    (a finished rotation: nothing to do). Every run must succeed."""
+    inv, hosts = inventory(bed), len(tb.running_nodes())
+    out = []
+    for kind, again in (("intermediate", ""), ("root", ""), ("root", " again (done)")):
+        progress(f"{hosts} hosts: rotate_ca.py rotate={kind}{again}")
+        label = f"rotate-{kind}{'-again' if again else ''}-{hosts}h"
+        (run,) = deploy_n(inv, label, 1, "--data", f"rotate={kind}", deploy="rotate_ca.py",
+                          quiet_change=not again)  # fmt: skip
+        out.append({"what": f"rotate {kind}{again}", "hosts": hosts, "run": run})
+    return out
+
+
 def _sh(script: str) -> list[str]:
     return ["sh", "-c", script]
 

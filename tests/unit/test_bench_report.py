@@ -1,0 +1,42 @@
+"""The benchmark's report from synthetic runs: every scenario gets its row."""
+
+from __future__ import annotations
+
+from bench.measure import Run
+from bench.report import report
+
+
+def run(label: str, wall: float, commands: int = 2, hosts: int = 4) -> Run:
+    nodes = [f"etcd-k8s-{i}" for i in range(1, hosts)] + ["app-server"]
+    return Run(label, wall, 10, 0, dict.fromkeys(nodes, commands), {}, wall / 2, {})
+
+
+def test_rotations_are_reported_with_their_host_count():
+    results = {
+        "connector": "docker",
+        "install_source": "mirror",
+        "cpus": 2,
+        "base": {"fresh": [run("f", 40.0, 30)], "rerun": [run("r", 5.0)]},
+        "scaling": [],
+        "rotations": [
+            {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)},
+            {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)},
+        ],
+    }
+    text = report(results)
+    rows = [line for line in text.splitlines() if "(rotate_ca.py)" in line]
+    assert len(rows) == 2
+    assert rows[0].startswith("| rotate intermediate (rotate_ca.py) | 4 | 1 | 21.5 s |")
+    assert rows[1].startswith("| rotate root (rotate_ca.py) | 4 | 1 | 63.2 s |")
+    assert "app-server 40" in rows[1]
+
+
+def test_a_report_without_rotations_still_renders():
+    results = {
+        "connector": "docker",
+        "install_source": "mirror",
+        "cpus": 2,
+        "base": {"fresh": [run("f", 40.0, 30)], "rerun": [run("r", 5.0)]},
+        "scaling": [],
+    }
+    assert "rotate_ca.py" not in report(results)
