@@ -42,7 +42,7 @@ from etcd_pki.controller_scan import scan_controller
 from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.observation import CaCrl, ExpectedFile, HostObservation
 from etcd_pki.plan import HostPlan
-from etcd_pki.status import host_rows, left_text
+from etcd_pki.status import host_rows, left_text, render_ca, root_info
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, FileBase64, HttpsBase64, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
@@ -214,9 +214,12 @@ def controller_dirs() -> tuple[list[str], list[str]]:
     return recursive, shallow
 
 
-def _write_json(path: str, findings: list[Finding], audited: list[str], missing: list[str]):
+def _write_json(
+    path: str, findings: list[Finding], audited: list[str], missing: list[str], cas: dict
+) -> None:
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ca": cas,  # the root's and intermediate's subject, not-after, fingerprint
         "passed": not missing and not any(f.severity == ERROR for f in findings),
         "audited_hosts": audited,
         "not_audited": missing,
@@ -275,14 +278,17 @@ def audit_host() -> None:
         everything = [f for r in results().values() for f in r.findings] + controller
         audited = sorted(results())
         missing = _not_audited()
+        ca = ca_crl_or_none()
+        cas = {"root": root_info(root), "intermediate": root_info(ca.intermediate if ca else None)}
         click.echo(
-            f"--> Audit of {len(audited)} host(s) of {len(plan.hosts)}:\n"
+            render_ca(cas["root"], cas["intermediate"], datetime.now(UTC))
+            + f"\n--> Audit of {len(audited)} host(s) of {len(plan.hosts)}:\n"
             + summary(everything, audited, missing),
             err=False,
         )
         json_path = host.data.get("audit_json")
         if json_path:
-            _write_json(str(json_path), everything, audited, missing)
+            _write_json(str(json_path), everything, audited, missing, cas)
         return bool(mine or controller)
 
     def fail(state, host) -> bool:  # noqa: ARG001 - pyinfra passes (state, host)

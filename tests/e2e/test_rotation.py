@@ -41,14 +41,15 @@ class Rot:
     inv: Path
     identity_file: Path
     backup_dir: Path
+    data: dict  # the inventory's data, for its SSH twin
     roots: dict[str, str] = field(default_factory=dict)  # "old"/"new" -> PEM
     intermediates: dict[str, str] = field(default_factory=dict)
     backups: dict[str, Path] = field(default_factory=dict)
 
 
-def rotate(rot: Rot, kind: str, *extra: str) -> Run:
+def rotate(rot: Rot, kind: str, *extra: str, inv: Path | None = None) -> Run:
     args = ("--data", f"rotate={kind}", "--data", f"rotate_identity_file={rot.identity_file}")
-    return deploy(rot.inv, *args, *extra, deploy_file="rotate_ca.py")
+    return deploy(inv or rot.inv, *args, *extra, deploy_file="rotate_ca.py")
 
 
 def rotate_killed(rot: Rot, kind: str, *patterns: str, delay: float = 0.0) -> str:
@@ -116,8 +117,17 @@ def etcd_started(host: str) -> str:
 
 
 def audit_clean(rot: Rot) -> None:
+    """The audit passes, and names the CA's current root and intermediate."""
     run = deploy(rot.inv, deploy_file="audit.py")
     assert run.rc == 0 and "audit passed: 0 violation(s)" in run.output, run.output[-3000:]
+    for kind in ("root", "intermediate"):
+        fp = fingerprint_of(ACTIVE, f"{CA}/certs/{kind}_ca.crt")
+        assert re.search(rf"  {kind}: .*, valid until \d{{4}}-.*fingerprint {fp[:16]}", run.output)
+
+
+def fingerprint_of(host: str, path: str) -> str:
+    out = sh(host, f"openssl x509 -noout -fingerprint -sha256 -in {path}")
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
 
 
 # --- client load -------------------------------------------------------------------
@@ -187,6 +197,16 @@ def stop_load(label: str) -> None:
 # --- the bed -------------------------------------------------------------------------
 
 
+def inventory(flavour: str, data: dict) -> Path:
+    return tb.write_inventory(
+        tb.STATE_DIR / f"inventory_rotation_{flavour}.py",
+        flavour,
+        nodes=tb.running_nodes(),
+        data=data,
+        groups={"etcd_cert_managers": [ACTIVE, STANDBY]},
+    )
+
+
 @pytest.fixture(scope="module")
 def rot(testbed):
     """A fresh bed: etcd-k8s-1 active, etcd-k8s-2 its standby, backups encrypted to an
@@ -199,19 +219,16 @@ def rot(testbed):
     os.close(fd)
     backup_dir = tb.STATE_DIR / "rotation-backups"
     shutil.rmtree(backup_dir, ignore_errors=True)
-    inv = tb.write_inventory(
-        tb.STATE_DIR / "inventory_rotation.py",
-        nodes=tb.running_nodes(),
-        data={
-            "active_cert_manager": ACTIVE,
-            "backup_recipients": [recipient],
-            "backup_dir": str(backup_dir),
-        },
-        groups={"etcd_cert_managers": [ACTIVE, STANDBY]},
-    )
+    data = {
+        "active_cert_manager": ACTIVE,
+        "backup_recipients": [recipient],
+        "backup_dir": str(backup_dir),
+        "install_root_in_trust_store": True,  # the system store moves too
+    }
+    inv = inventory("docker", data)
     run = deploy(inv)
     assert run.rc == 0, run.output[-4000:]
-    state = Rot(bed, inv, identity_file, backup_dir)
+    state = Rot(bed, inv, identity_file, backup_dir, data)
     state.roots["old"] = pem_of(ACTIVE, f"{CA}/certs/root_ca.crt")
     state.intermediates["old"] = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     yield state
@@ -245,6 +262,14 @@ def test_bad_input_is_refused_before_anything_changes(rot):
         refused(rotate(rot, "root"), "etcd on etcd-k8s-3 is not healthy", "nothing was changed")
     finally:
         sh("etcd-k8s-3", "systemctl start etcd")
+    # A standby that cannot be reached (its sshd stopped; the docker connector would
+    # start a stopped container instead of failing).
+    ssh_inv = inventory("ssh", rot.data)
+    sh(STANDBY, "systemctl stop ssh.socket ssh.service 2>/dev/null; true")
+    try:
+        refused(rotate(rot, "intermediate", inv=ssh_inv), "needs every host", STANDBY)
+    finally:
+        sh(STANDBY, "systemctl start ssh.socket 2>/dev/null || systemctl start ssh.service")
     assert sh(ACTIVE, f"sha256sum {CA}/certs/* {CA}/secrets/*") == ca_files
 
 
@@ -261,8 +286,11 @@ def test_intermediate_rotation_needs_the_root_password_identity(rot):
 def test_intermediate_rotation_under_load(rot):
     started = {h: etcd_started(h) for h in ETCD_HOSTS}
     start_load(rot)
+    # killed once the new intermediate is in place, while certificates are re-issued
+    rotate_killed(rot, "intermediate", r"Starting operation: Issue certificates", delay=1)
+    assert state().startswith("intermediate switched "), state()
     run = rotate(rot, "intermediate")
-    stop_load("intermediate rotation")
+    stop_load("intermediate rotation, killed once and resumed")
     assert run.rc == 0, run.output[-4000:]
     new = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     assert new != rot.intermediates["old"]
@@ -329,8 +357,7 @@ def test_after_the_root_rotation_nothing_trusts_the_old_root(rot):
     new_int = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     assert new_root != rot.roots["old"]
     rot.roots["new"] = new_root
-    fp = sh(ACTIVE, f"openssl x509 -noout -fingerprint -sha256 -in {CA}/certs/root_ca.crt")
-    fp = fp.strip().split("=", 1)[1].replace(":", "").lower()
+    fp = fingerprint_of(ACTIVE, f"{CA}/certs/root_ca.crt")
     assert state() == f"root done {fp}"
     assert pem_of(STANDBY, f"{CA}/certs/root_ca.crt") == new_root
     assert pem_of(STANDBY, f"{CA}/certs/intermediate_ca.crt") == new_int
