@@ -119,8 +119,10 @@ def report(results: dict[str, Any]) -> str:
     for rotation in results.get("rotations", []):
         run = rotation["run"]
         rows.append(
-            f"| {rotation['what']} (rotate_ca.py) | {rotation['hosts']} | 1 | {run.wall:.1f} s "
-            f"| - | {commands_text(run)} | {cpu_text(run)} | - |"
+            f"| {rotation['what']} (rotate_ca.py): etcd started {rotation['restarts']} times, "
+            f"client's longest gap {rotation['gap']:.1f} s, {rotation['failed']} requests "
+            f"failed | {rotation['hosts']} | 1 | {run.wall:.1f} s | - | {commands_text(run)} "
+            f"| {cpu_text(run)} | - |"
         )
     for scale in results["scaling"]:
         hosts = scale["hosts"]

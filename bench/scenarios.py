@@ -82,17 +82,43 @@ def add_member(bed: tb.Bed) -> Run:
     return deploy_n(inventory(bed), "add-member", 1, "--limit", limit, quiet_change=True)[0]
 
 
+def etcd_starts(bed: tb.Bed, since: float) -> int:
+    """How many times etcd started on the bed's members since the epoch time ``since``."""
+    total = 0
+    for node in bed.group("etcd"):
+        _, out = tb.exec_in(
+            node.name,
+            f"journalctl -u etcd --since @{int(since)} -o cat --no-pager | grep -c '^Started '",
+        )
+        total += int(out.strip() or 0)
+    return total
+
+
 def rotations(bed: tb.Bed) -> list[dict[str, Any]]:
-    """rotate_ca.py on the deployed bed: the intermediate, the root, then the root again
-    (a finished rotation: nothing to do). Every run must succeed."""
+    """rotate_ca.py on the deployed bed while app-server writes and reads through every
+    member: the intermediate, the root, then the root again (a finished rotation: nothing
+    to do). Every run must succeed and no acknowledged write may be lost."""
     inv, hosts = inventory(bed), len(tb.running_nodes())
+    members = [n.ip for n in bed.group("etcd")]
     out = []
     for kind, again in (("intermediate", ""), ("root", ""), ("root", " again (done)")):
-        progress(f"{hosts} hosts: rotate_ca.py rotate={kind}{again}")
+        progress(f"{hosts} hosts: rotate_ca.py rotate={kind}{again}, with a client load")
         label = f"rotate-{kind}{'-again' if again else ''}-{hosts}h"
-        (run,) = deploy_n(inv, label, 1, "--data", f"rotate={kind}", deploy="rotate_ca.py",
-                          quiet_change=not again)  # fmt: skip
-        out.append({"what": f"rotate {kind}{again}", "hosts": hosts, "run": run})
+        since = time.time()
+        tb.start_load(members)
+        try:
+            (run,) = deploy_n(inv, label, 1, "--data", f"rotate={kind}",
+                              deploy="rotate_ca.py", quiet_change=not again)  # fmt: skip
+        finally:
+            load = tb.stop_load(members[0])
+        if load.lost:
+            raise BenchError(f"{label}: acknowledged writes lost: {load.lost[:10]}")
+        restarts = etcd_starts(bed, since)
+        progress(f"  {load.line()}; etcd started {restarts} times")
+        out.append(
+            {"what": f"rotate {kind}{again}", "hosts": hosts, "run": run, "restarts": restarts,
+             "gap": load.longest_gap, "failed": load.failed + load.reads_failed}
+        )  # fmt: skip
     return out
 
 

@@ -31,7 +31,6 @@ pytestmark = pytest.mark.e2e
 ACTIVE, STANDBY = "etcd-k8s-1", "etcd-k8s-2"
 CA = "/etc/step-ca"
 STATE = f"{CA}/rotation/state"
-LOAD = "/root/rotation-load"  # the client load's files on app-server
 OLD_CLIENT = "/root/pre-rotation-client"  # app-server's client pair before the root rotation
 
 
@@ -134,64 +133,15 @@ def fingerprint_of(host: str, path: str) -> str:
 
 
 def start_load(rot: Rot) -> None:
-    """On app-server: a put every ~0.1 s through all members (etcdctl's balancer), each
-    acknowledged one recorded with its time, and a get through one member in turn."""
-    ips = [rot.bed.ip(h) for h in ETCD_HOSTS]
-    every = ",".join(f"https://{ip}:2379" for ip in ips)
-    tls = (
-        f"--cacert {SSL}/root_ca.crt --cert {SSL}/app-server-client.crt "
-        f"--key {SSL}/app-server-client.key --dial-timeout=2s --command-timeout=3s"
-    )
-    script = f"""
-set -u
-mkdir -p {LOAD}; cd {LOAD}; rm -f stop acked failed reads-failed; i=0
-while [ ! -e stop ]; do
-  i=$((i+1))
-  if etcdctl --endpoints={every} {tls} put rot/$i v$i >/dev/null 2>>errors; then
-    echo "$(date +%s.%N) $i" >> acked
-  else
-    echo "$(date +%s.%N) $i" >> failed
-  fi
-  case $((i % 3)) in 0) e={ips[0]};; 1) e={ips[1]};; *) e={ips[2]};; esac
-  etcdctl --endpoints=https://$e:2379 {tls} get rot/$i >/dev/null 2>>errors \\
-    || echo "$(date +%s.%N) $e" >> reads-failed
-  sleep 0.1
-done
-"""
-    sh("app-server", f"mkdir -p {LOAD} && cat > {LOAD}/load.sh <<'EOF'\n{script}\nEOF")
-    sh("app-server", f"setsid nohup sh {LOAD}/load.sh > /dev/null 2>&1 < /dev/null &")
-    time.sleep(2)
+    tb.start_load([rot.bed.ip(h) for h in ETCD_HOSTS])
 
 
-def stop_load(label: str) -> None:
-    """Stop the load; every acknowledged write must read back; print the figures."""
-    sh("app-server", f"touch {LOAD}/stop; sleep 1.5")
-    acked = [line.split() for line in sh("app-server", f"cat {LOAD}/acked").splitlines()]
-    assert len(acked) > 10, f"{label}: the client load barely ran"
-    failed = sh("app-server", f"cat {LOAD}/failed 2>/dev/null || true").splitlines()
-    reads = sh("app-server", f"cat {LOAD}/reads-failed 2>/dev/null || true").splitlines()
-    times = [float(t) for t, _ in acked]
-    gap = max(b - a for a, b in zip(times, times[1:], strict=False))
-    _, out = tb.exec_in(
-        "app-server",
-        f"etcdctl --endpoints=https://{tb.bed().ip(ACTIVE)}:2379 --cacert {SSL}/root_ca.crt "
-        f"--cert {SSL}/app-server-client.crt --key {SSL}/app-server-client.key "
-        "get rot/ --prefix -w simple",
-    )
-    lines = out.splitlines()
-    stored = dict(zip(lines[::2], lines[1::2], strict=False))
-    lost = [i for _, i in acked if stored.get(f"rot/{i}") != f"v{i}"]
-    print(
-        f"\n[rotation load] {label}: {len(acked)} writes acknowledged, {len(failed)} failed, "
-        f"{len(reads)} reads failed, longest gap between acknowledged writes {gap:.1f} s"
-    )
-    assert not lost, f"{label}: acknowledged writes lost: {lost[:20]}"
-    sh(
-        "app-server",
-        f"etcdctl --endpoints=https://{tb.bed().ip(ACTIVE)}:2379 "
-        f"--cacert {SSL}/root_ca.crt --cert {SSL}/app-server-client.crt "
-        f"--key {SSL}/app-server-client.key del rot/ --prefix >/dev/null",
-    )
+def stop_load(rot: Rot, label: str) -> None:
+    """Stop the client load: no acknowledged write may be lost; print what it saw."""
+    result = tb.stop_load(rot.bed.ip(ACTIVE))
+    print(f"\n[rotation load] {label}: {result.line()}")
+    assert result.acked > 10, f"{label}: the client load barely ran"
+    assert not result.lost, f"{label}: acknowledged writes lost: {result.lost[:20]}"
 
 
 # --- the bed -------------------------------------------------------------------------
@@ -290,7 +240,7 @@ def test_intermediate_rotation_under_load(rot):
     rotate_killed(rot, "intermediate", r"Starting operation: Issue certificates", delay=1)
     assert state().startswith("intermediate switched "), state()
     run = rotate(rot, "intermediate")
-    stop_load("intermediate rotation, killed once and resumed")
+    stop_load(rot, "intermediate rotation, killed once and resumed")
     assert run.rc == 0, run.output[-4000:]
     new = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     assert new != rot.intermediates["old"]
@@ -347,7 +297,7 @@ def test_root_rotation_killed_at_several_points_and_resumed_under_load(rot):
     assert re.match(r"root (trusted|switched) ", state()), state()
     # 4. to the end
     run = rotate(rot, "root")
-    stop_load("root rotation, killed three times and resumed")
+    stop_load(rot, "root rotation, killed three times and resumed")
     assert run.rc == 0, run.output[-4000:]
     assert state().startswith("root done ")
 

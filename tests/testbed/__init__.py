@@ -19,6 +19,7 @@ Modules, from the bottom up; each imports only modules above it in this list:
 * ``hosts``: nodes (names, groups, IPs) and the containers that run them;
 * ``inventories``: pyinfra inventories of the running bed, and ``run_pyinfra``;
 * ``s3``: the S3 object store container (backup uploads);
+* ``load``: a client load on a bed host (etcdctl writes and reads, what it saw);
 * ``lifecycle``: ``prepare``, ``up``, ``add``, ``remove``, ``down``, ``bed``;
 * ``cli``: ``status`` and the command line.
 
@@ -104,6 +105,7 @@ from .inventories import (
     write_inventory,
 )
 from .lifecycle import add, bed, down, prepare, remove, up
+from .load import LoadResult, start_load, stop_load
 from .mirror import check_mirror_from, mirror_data, serve, stop_mirror
 from .network import ensure_network, gateway, mirror_url, remove_network, subnet
 from .s3 import (
@@ -174,6 +176,9 @@ __all__ = [
     "bed_settings",
     "binary_path",
     "cache_dir",
+    "LoadResult",
+    "start_load",
+    "stop_load",
     "check_mirror_from",
     "container_name",
     "docker",

@@ -19,15 +19,21 @@ def test_rotations_are_reported_with_their_host_count():
         "base": {"fresh": [run("f", 40.0, 30)], "rerun": [run("r", 5.0)]},
         "scaling": [],
         "rotations": [
-            {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)},
-            {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)},
+            {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)}
+            | {"restarts": 0, "gap": 0.4, "failed": 0},
+            {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)}
+            | {"restarts": 6, "gap": 2.9, "failed": 1},
         ],
     }
     text = report(results)
     rows = [line for line in text.splitlines() if "(rotate_ca.py)" in line]
     assert len(rows) == 2
-    assert rows[0].startswith("| rotate intermediate (rotate_ca.py) | 4 | 1 | 21.5 s |")
-    assert rows[1].startswith("| rotate root (rotate_ca.py) | 4 | 1 | 63.2 s |")
+    assert rows[0].startswith(
+        "| rotate intermediate (rotate_ca.py): etcd started 0 times, client's longest gap "
+        "0.4 s, 0 requests failed | 4 | 1 | 21.5 s |"
+    )
+    assert rows[1].startswith("| rotate root (rotate_ca.py): etcd started 6 times")
+    assert "longest gap 2.9 s, 1 requests failed | 4 | 1 | 63.2 s |" in rows[1]
     assert "app-server 40" in rows[1]
 
 
