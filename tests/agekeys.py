@@ -8,6 +8,9 @@ key, as in https://age-encryption.org/v1. The e2e tests check these with the rea
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -58,3 +61,11 @@ def generate() -> tuple[str, str]:
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     return bech32("AGE-SECRET-KEY-", private).upper(), bech32("age", public)
+
+
+def write_identity(path: Path, identity: str, comment: str = "") -> Path:
+    """Write ``identity`` to ``path``, mode 0600 from the start (as age-keygen does)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"# {comment}\n{identity}\n" if comment else f"{identity}\n")
+    return path

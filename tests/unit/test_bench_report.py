@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.measure import Run
 from bench.report import report
 
@@ -11,21 +13,26 @@ def run(label: str, wall: float, commands: int = 2, hosts: int = 4) -> Run:
     return Run(label, wall, 10, 0, dict.fromkeys(nodes, commands), {}, wall / 2, {})
 
 
-def test_rotations_are_reported_with_their_host_count():
-    results = {
+def results(**extra: Any) -> dict[str, Any]:
+    """A 4-host base run (one fresh deploy, one re-run), plus ``extra``."""
+    return {
         "connector": "docker",
         "install_source": "mirror",
         "cpus": 2,
         "base": {"fresh": [run("f", 40.0, 30)], "rerun": [run("r", 5.0)]},
         "scaling": [],
-        "rotations": [
-            {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)}
-            | {"restarts": 0, "gap": 0.4, "failed": 0},
-            {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)}
-            | {"restarts": 6, "gap": 2.9, "failed": 1},
-        ],
+        **extra,
     }
-    text = report(results)
+
+
+def test_rotations_are_reported_with_restarts_gap_and_host_count():
+    rotations = [
+        {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)}
+        | {"restarts": 0, "gap": 0.4, "failed": 0},
+        {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)}
+        | {"restarts": 6, "gap": 2.9, "failed": 1},
+    ]
+    text = report(results(rotations=rotations))
     rows = [line for line in text.splitlines() if "(rotate_ca.py)" in line]
     assert len(rows) == 2
     assert rows[0].startswith(
@@ -38,11 +45,5 @@ def test_rotations_are_reported_with_their_host_count():
 
 
 def test_a_report_without_rotations_still_renders():
-    results = {
-        "connector": "docker",
-        "install_source": "mirror",
-        "cpus": 2,
-        "base": {"fresh": [run("f", 40.0, 30)], "rerun": [run("r", 5.0)]},
-        "scaling": [],
-    }
-    assert "rotate_ca.py" not in report(results)
+    text = report(results())
+    assert "| no-change re-run | 4 | 1 | 5.0 s |" in text and "rotate_ca.py" not in text

@@ -3,13 +3,12 @@ by the first test that needs it, and the phase modules after it build on its sta
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
 from tests import testbed as tb
-from tests.agekeys import generate
+from tests.agekeys import generate, write_identity
 
 from ..conftest import SSL, deploy, file_digests, sh
 from .helpers import CA, KEYS_AND_CERTS, Ha, inventory
@@ -33,10 +32,9 @@ def ha(testbed):
     bed = tb.up(fresh=True)
     identity, recipient = generate()
     other_identity, _ = generate()
-    identity_file = tb.STATE_DIR / "ha-backup-identity.txt"
-    fd = os.open(identity_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, f"# test recipient {recipient}\n{identity}\n".encode())
-    os.close(fd)
+    identity_file = write_identity(
+        tb.STATE_DIR / "ha-backup-identity.txt", identity, f"test recipient {recipient}"
+    )
     backup_dir = tb.STATE_DIR / "ha-backups"
     shutil.rmtree(backup_dir, ignore_errors=True)
     state = Ha(
