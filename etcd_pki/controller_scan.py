@@ -10,7 +10,7 @@ from pathlib import Path
 
 from etcd_pki.observation import is_ca_secret
 
-from .audit import CONTROLLER, Finding
+from .findings import CONTROLLER, Finding
 
 _PEM_PRIVATE = re.compile(
     rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----\r?\n"

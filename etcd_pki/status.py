@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import ERROR, evaluate_cert, evaluate_crl, evaluate_timer
+from .audit import evaluate_cert, evaluate_crl, evaluate_timer
 from .certs import common_name, leaf_sans, lifetime_used
 from .crl import LedgerEntry, inspect_crl
+from .findings import ERROR
 from .observation import CaCrl, HostObservation
 from .plan import ClusterPlan, HostPlan
 

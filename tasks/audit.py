@@ -34,12 +34,13 @@ from pyinfra.api import Host, deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import python
 
-from etcd_pki.audit import ERROR, Finding, evaluate_host, summary
+from etcd_pki.audit import evaluate_host, summary
 from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.commands.crl import TIMER as CRL_TIMER
 from etcd_pki.commands.rotation import NEXT
 from etcd_pki.controller_scan import scan_controller
 from etcd_pki.crl import decode_b64, inspect_crl
+from etcd_pki.findings import ERROR, Finding
 from etcd_pki.observation import CaCrl, ExpectedFile, HostObservation
 from etcd_pki.plan import HostPlan
 from etcd_pki.status import host_rows, left_text, render_ca, root_info

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from etcd_pki.audit import ERROR, RULES
 from etcd_pki.certs import FileMeta
+from etcd_pki.findings import ERROR, RULES
 from etcd_pki.observation import FileStat, HostObservation, UnitState
 
 from ..pki_fixtures import Ca, good_cert, good_observation, public_pem

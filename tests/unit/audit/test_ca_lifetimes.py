@@ -7,7 +7,8 @@ from datetime import timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from etcd_pki.audit import WARNING, evaluate_ca_lifetimes
+from etcd_pki.audit import evaluate_ca_lifetimes
+from etcd_pki.findings import WARNING
 
 from ..pki_fixtures import NOW, Ca, good_observation, pem
 

@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from etcd_pki.audit import WARNING, Finding, summary
+from etcd_pki.audit import summary
 from etcd_pki.controller_scan import private_material, scan_controller
+from etcd_pki.findings import WARNING, Finding
 
 from ..pki_fixtures import Ca
 

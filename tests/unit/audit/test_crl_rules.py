@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 
-from etcd_pki.audit import ERROR, WARNING
 from etcd_pki.crl import inspect_crl
+from etcd_pki.findings import ERROR, WARNING
 from etcd_pki.observation import CaCrl
 
 from ..pki_fixtures import NOW, Ca, good_observation

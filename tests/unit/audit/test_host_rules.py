@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from etcd_pki.audit import WARNING
+from etcd_pki.findings import WARNING
 from etcd_pki.observation import FileStat, UnitState
 from etcd_pki.plan import build_plan
 
