@@ -236,7 +236,7 @@ def _write_json(
 def audit_host() -> None:
     """Check this host against the plan; fail the host when a rule is broken.
 
-    Rules and their meaning: ``etcd_pki.audit.RULES``. Options (``--data``):
+    Rules and their meaning: ``etcd_pki.findings.RULES``. Options (``--data``):
     ``audit_controller_dirs`` (more controller directories to scan),
     ``audit_secret_roots`` (where to look for CA secrets by name on hosts),
     ``audit_json`` (also write the findings as JSON to this controller path).
