@@ -57,28 +57,33 @@ def python_debs() -> Path:
     return target
 
 
-def _prepare_one(node: tb.Node, debs: Path, bin_dir: str, versions: dict[str, str]) -> None:
+def _prepare_one(
+    node: tb.Node, debs: Path, paths: dict[str, str], versions: dict[str, str]
+) -> None:
     container = node.container
     tools = [t for t in tb.TOOLS if t.name == "step" or tb.GROUP_CERT_MANAGERS in node.groups]
-    tb.docker("exec", container, "mkdir", "-p", "/tmp/pydebs", bin_dir)
-    tb.docker("cp", f"{debs}/.", f"{container}:/tmp/pydebs/", timeout=300)
+    dirs = sorted({str(Path(p).parent) for p in paths.values()})
+    tb.docker("exec", container, "mkdir", "-p", "/var/lib/bench-pydebs", *dirs)
+    tb.docker("cp", f"{debs}/.", f"{container}:/var/lib/bench-pydebs/", timeout=300)
     for tool in tools:
         src = tb.binary_path(tool, versions[tool.name])
-        tb.docker("cp", str(src), f"{container}:{bin_dir}/{tool.name}", timeout=300)
+        tb.docker("cp", str(src), f"{container}:{paths[tool.name]}", timeout=300)
     script = (
-        "set -e; dpkg -i /tmp/pydebs/*.deb >/dev/null; rm -rf /tmp/pydebs; "
-        f"chown root:root {bin_dir}/step*; chmod 755 {bin_dir} {bin_dir}/step*"
+        "set -e; apt-get install -y -q --no-install-recommends /var/lib/bench-pydebs/*.deb "
+        ">/dev/null 2>&1; rm -rf /var/lib/bench-pydebs; "
+        f"chown root:root {' '.join(paths[t.name] for t in tools)}; "
+        f"chmod 755 {' '.join(dirs)} {' '.join(paths[t.name] for t in tools)}"
     )
     tb.docker("exec", container, "sh", "-c", script, timeout=600)
 
 
-def prepare_hosts(bed: tb.Bed, bin_dir: str) -> None:
+def prepare_hosts(bed: tb.Bed, paths: dict[str, str]) -> None:
     """Before the clock: python3 on every host, step (and step-ca on cert-managers)
-    in ``bin_dir``, owned by root, 0755."""
+    at ``paths`` ({"step": path, "step-ca": path}), owned by root, 0755."""
     debs = python_debs()
     versions = tb.pinned_versions()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for future in [pool.submit(_prepare_one, n, debs, bin_dir, versions) for n in bed.nodes]:
+        for future in [pool.submit(_prepare_one, n, debs, paths, versions) for n in bed.nodes]:
             future.result()
 
 
@@ -101,7 +106,8 @@ def ours(clients: int, label: str, reruns: int) -> dict[str, Any]:
     bed = new_bed(clients)
     hosts = len(bed.nodes)
     progress(f"  ours, {hosts} hosts: preparing the hosts (untimed)")
-    prepare_hosts(bed, DEFAULTS["bin_dir"])
+    bin_dir = DEFAULTS["bin_dir"]
+    prepare_hosts(bed, {"step": f"{bin_dir}/step", "step-ca": f"{bin_dir}/step-ca"})
     inv = inventory(bed)
     fresh = deploy_n(inv, f"{label}-ours-fresh", 1, quiet_change=True, deploy=OURS)[0]
     checked = verify_issued(bed_plan(bed), "our deploy")
@@ -123,7 +129,7 @@ def peer(clients: int, label: str, reruns: int, connection: str) -> dict[str, An
     bed = new_bed(clients)
     hosts = len(bed.nodes)
     progress(f"  ansible, {hosts} hosts: preparing the hosts (untimed)")
-    prepare_hosts(bed, str(Path(generate.STEP).parent))
+    prepare_hosts(bed, {"step": generate.STEP, "step-ca": generate.STEP_CA})
     plan = bed_plan(bed)
     run_dir = tb.STATE_DIR / "peer-ansible"
     passwords = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))

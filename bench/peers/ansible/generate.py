@@ -33,7 +33,9 @@ from typing import Any
 from etcd_pki.plan import CERT_MANAGERS, CLIENTS, ETCD, CertSpec, ClusterPlan
 
 COLLECTION = "maxhoesel.smallstep"
-STEP = "/usr/bin/step"  # where the bench preinstalls step for the peer
+# Where the bench preinstalls step for the peer: the collection's own name for it (the
+# step_ca role runs `step-cli` from PATH in one task whatever step_cli_executable says).
+STEP = "/usr/bin/step-cli"
 STEP_CA = "/usr/bin/step-ca"  # the step_ca role's default step_ca_executable
 KEY_ARGS = {
     "EC": {"kty": "EC", "curve": "P-256"},
@@ -261,8 +263,9 @@ def playbook(plan: ClusterPlan) -> list[dict[str, Any]]:
             {
                 "name": "certificate and key, the key made on the host",
                 f"{COLLECTION}.step_ca_certificate": {
+                    # No `san`: step refuses --san next to --token (the token holds the
+                    # SANs), and so the module cannot notice when a host's SANs change.
                     "name": "{{ item.0.subject }}",
-                    "san": "{{ item.0.sans }}",
                     "crt_file": "{{ item.0.crt }}",
                     "key_file": "{{ item.0.key }}",
                     "token": "{{ item.1.token | trim }}",
@@ -277,6 +280,7 @@ def playbook(plan: ClusterPlan) -> list[dict[str, Any]]:
                 },
                 "loop": "{{ etcd_pki_certs | zip(etcd_pki_tokens.results) | list }}",
                 "loop_control": {"label": "{{ item.0.subject }}"},
+                "no_log": True,  # each item holds its token: a failure would print it
             },
             {
                 "name": "key owner and mode",
