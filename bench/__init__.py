@@ -46,9 +46,3 @@ they belong here, never in tests.
 Modules: ``measure`` (settings, one timed pyinfra run, CPU accounting), ``scenarios``
 (what is run), ``report`` (the table, the JSON), ``cli`` (options and the order of it all).
 """
-
-import os
-
-# Before anything imports tests.testbed (which reads it once): the benchmark recreates
-# containers, so it never runs on the default bed.
-os.environ.setdefault("ETCD_PKI_BED", "bench")
