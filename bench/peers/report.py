@@ -12,8 +12,27 @@ def _wall(runs: list[Run]) -> float:
     return median([r.wall for r in runs])
 
 
+def own_cpu(run: Run) -> float:
+    """CPU seconds of the run's own processes: the controller (pyinfra or
+    ansible-playbook, with the docker or ssh processes they ran), the bed's containers
+    and the docker daemons. Unlike the machine's busy time, other work on a shared
+    machine is not in it (but for the daemons' share of it)."""
+    return sum(run.places.values())
+
+
 def _cpu(runs: list[Run]) -> float:
-    return median([r.cpu for r in runs])
+    return median([own_cpu(r) for r in runs])
+
+
+def slowest_tasks(run: Run, top: int = 6) -> list[str]:
+    """The peer's slowest tasks (wall, all hosts: Ansible runs a task on every host
+    before the next one starts), from its callback log."""
+    starts = [r for r in run.records if r["k"] in ("task", "stats")]
+    spans = sorted(
+        ((b["t"] - a["t"], a["task"]) for a, b in zip(starts, starts[1:], strict=False)),
+        reverse=True,
+    )
+    return [f"    {d:6.2f} s  {name[:90]}" for d, name in spans[:top]]
 
 
 def side_rows(hosts: int, name: str, sides: list[dict[str, Any]], unit: str) -> list[str]:
@@ -22,25 +41,26 @@ def side_rows(hosts: int, name: str, sides: list[dict[str, Any]], unit: str) -> 
     changes = sorted({r.changed for r in rerun})
     return [
         f"| {hosts} | {name} | fresh | {len(fresh)} | {_wall(fresh):.1f} s | "
-        f"{cpu_text(fresh[-1])} | {commands_text(fresh[-1])} {unit} | "
-        f"{fresh[-1].changed} |",
+        f"{_cpu(fresh):.1f} core-s | {cpu_text(fresh[-1])} | "
+        f"{commands_text(fresh[-1])} {unit} | {fresh[-1].changed} |",
         f"| {hosts} | {name} | no-change re-run | {len(rerun)} | {_wall(rerun):.1f} s | "
-        f"{cpu_text(rerun[-1])} | {commands_text(rerun[-1])} {unit} | "
-        f"{', '.join(map(str, changes))} |",
+        f"{_cpu(rerun):.1f} core-s | {cpu_text(rerun[-1])} | "
+        f"{commands_text(rerun[-1])} {unit} | {', '.join(map(str, changes))} |",
     ]
 
 
 def peers_report(results: dict[str, Any]) -> str:
     rows = [
-        "| Hosts | Tool | Run | Runs | Wall (median) | Machine CPU, last run "
-        "| Per host, last run | Changes reported |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Hosts | Tool | Run | Runs | Wall (median) | Own CPU (median) "
+        "| Machine busy, last run | Per host, last run | Changes reported |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = [
-        "| Hosts | fresh wall | re-run wall | fresh machine CPU | re-run machine CPU |",
+        "| Hosts | fresh wall | re-run wall | fresh own CPU | re-run own CPU |",
         "|---|---|---|---|---|",
     ]
-    notes = []
+    notes: list[str] = []
+    slow: list[str] = []
     for size in results["peers"]:
         hosts = size["hosts"]
         rows += side_rows(hosts, "ours (pyinfra)", size["ours"], "commands")
@@ -53,6 +73,11 @@ def peers_report(results: dict[str, Any]) -> str:
             f"| {hosts} | {_wall(o_f) / _wall(p_f):.2f} | {_wall(o_r) / _wall(p_r):.2f} | "
             f"{_cpu(o_f) / _cpu(p_f):.2f} | {_cpu(o_r) / _cpu(p_r):.2f} |"
         )
+        for side in size["peer"][-1:]:
+            slow.append(f"Slowest tasks of the peer's fresh run, {hosts} hosts:")
+            slow += slowest_tasks(side["fresh"])
+            slow.append(f"Slowest tasks of the peer's last re-run, {hosts} hosts:")
+            slow += slowest_tasks(side["rerun"][-1])
         for side in size["peer"]:
             for summary in side["rerun_summaries"][-1:]:
                 if summary["changed"]:
@@ -65,6 +90,8 @@ def peers_report(results: dict[str, Any]) -> str:
         f"Peer comparison: connector {results['connector']}; "
         f"{', '.join(f'{k} {v}' for k, v in results.get('peer_versions', {}).items())}; "
         f"{results['cpus']} CPUs. Ours = bench/peers/ours_pki.py (deploy.py up to the end "
-        "of issuance). Ratios are ours / theirs (below 1: ours is faster or cheaper)."
+        "of issuance). Own CPU: the controller, the bed's containers and the docker "
+        "daemons; machine busy: the whole machine (/proc/stat), other work included. "
+        "Ratios are ours / theirs (below 1: ours is faster or cheaper)."
     )
-    return "\n".join(["", head, "", *rows, "", *ratios, "", *notes])
+    return "\n".join(["", head, "", *rows, "", *ratios, "", *notes, "", *slow])

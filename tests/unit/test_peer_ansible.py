@@ -314,3 +314,40 @@ def test_check_script_against_real_files(plan, tmp_path):
         text=True, check=True,
     ).stdout  # fmt: skip
     assert parse_report(out)[cert.name]["keymatch"] == "no"
+
+
+def test_peers_report_table_and_ratios():
+    from bench.measure import Run
+    from bench.peers.report import peers_report
+
+    def run(wall, cpu, changed, per_host, records=()):
+        places = {"etcd-k8s-1": cpu / 2, " controller": cpu / 2}
+        return Run("x", wall, 1, changed, per_host, {}, cpu * 2, places, list(records))
+
+    task_log = [
+        {"k": "task", "task": "slow one", "t": 0.0},
+        {"k": "task", "task": "quick one", "t": 5.0},
+        {"k": "stats", "hosts": {}, "t": 6.0},
+    ]
+    results = {
+        "connector": "docker",
+        "cpus": 2,
+        "peers": [
+            {
+                "hosts": 4,
+                "ours": [{"fresh": run(8, 6, 23, {"a": 24}), "rerun": [run(2, 2, 0, {"a": 1})]}],
+                "peer": [
+                    {
+                        "fresh": run(64, 48, 50, {"a": 46}, task_log),
+                        "rerun": [run(40, 40, 4, {"a": 37}, task_log)],
+                        "rerun_summaries": [{"changed": 10, "changed_by_task": {"tok": 10}}],
+                    }
+                ],
+            }
+        ],
+    }
+    text = peers_report(results)
+    assert "| 4 | 0.12 | 0.05 | 0.12 | 0.05 |" in text
+    assert "| 4 | Ansible collection | no-change re-run | 1 | 40.0 s | 40.0 core-s |" in text
+    assert "re-run reported 10 changes: tok x10" in text
+    assert "5.00 s  slow one" in text
