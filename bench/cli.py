@@ -132,9 +132,7 @@ def peers_main(args: argparse.Namespace, results: dict[str, Any]) -> int:
         ) from None
     results["peers"] = []
     try:
-        results["peers"] = peers.compare(
-            sizes, args.peer_pairs, args.peer_reruns, measure.CONNECTOR
-        )
+        peers.compare(sizes, args.peer_pairs, args.peer_reruns, measure.CONNECTOR, results["peers"])
         results["peer_versions"] = peers.tool_versions()
     finally:
         results["load_after"] = os.getloadavg()

@@ -62,6 +62,8 @@ def peers_report(results: dict[str, Any]) -> str:
     notes: list[str] = []
     slow: list[str] = []
     for size in results["peers"]:
+        if not size["ours"] or not size["peer"]:
+            continue  # cut short: a side without figures has no ratio
         hosts = size["hosts"]
         rows += side_rows(hosts, "ours (pyinfra)", size["ours"], "commands")
         rows += side_rows(hosts, "Ansible collection", size["peer"], "module runs")

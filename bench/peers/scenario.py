@@ -155,14 +155,22 @@ def peer(clients: int, label: str, reruns: int, connection: str) -> dict[str, An
     }
 
 
-def compare(sizes: list[int], pairs: int, reruns: int, connection: str) -> list[dict[str, Any]]:
-    """Paired runs at each size (hosts: 4 = the base cluster, more = extra clients)."""
-    results = []
+def compare(
+    sizes: list[int],
+    pairs: int,
+    reruns: int,
+    connection: str,
+    results: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Paired runs at each size (hosts: 4 = the base cluster, more = extra clients),
+    appended to ``results`` as they are measured (a failure keeps what was)."""
+    results = [] if results is None else results
     for hosts in sizes:
         if hosts < 4:
             raise BenchError(f"--peer-sizes: {hosts} hosts; the smallest cluster is 4")
         clients = hosts - 4
         size: dict[str, Any] = {"hosts": hosts, "ours": [], "peer": []}
+        results.append(size)
         for i in range(1, pairs + 1):
             order = ("ours", "peer") if i % 2 else ("peer", "ours")
             progress(f"{hosts} hosts, pair {i}/{pairs}: {order[0]} first")
@@ -172,7 +180,6 @@ def compare(sizes: list[int], pairs: int, reruns: int, connection: str) -> list[
                     size["ours"].append(ours(clients, label, reruns))
                 else:
                     size["peer"].append(peer(clients, label, reruns, connection))
-        results.append(size)
     return results
 
 
