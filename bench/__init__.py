@@ -3,6 +3,8 @@
     .venv/bin/python -m bench [--quick] [--json FILE] [--keep] [--connector ssh]
                               [--install-source controller] [--fresh-runs N] [--reruns N]
                               [--scale-runs N] [--issuance-runs N] [--per-host N]
+                              [--peers [--peer-sizes 4,11,27] [--peer-pairs N]
+                                       [--peer-reruns N]]
 
 from the repository root (the bench imports the test bed as ``tests.testbed``).
 
@@ -29,6 +31,12 @@ with the default `install_source`, unless `--install-source controller` uploads 
   (docker exec | docker exec): no password, key or token is written or printed outside
   the containers. Also measured: minting alone (tokens discarded inside the CA).
 
+`--peers` runs only the comparison with the Ansible collection for Smallstep
+(bench/peers/): at each of `--peer-sizes` (4,11,27), our deploy up to the end of
+issuance and the collection's playbook doing the same job, each on fresh containers,
+paired; fresh run, `--peer-reruns` no-change re-runs, and a check with openssl on the
+hosts that both issued every certificate. Ansible comes from PyPI into .venv-peers.
+
 `--connector ssh` runs every deploy over SSH (inventory_ssh.py, the same containers)
 instead of one `docker exec` per command: the per-command cost differs a lot.
 
@@ -44,11 +52,6 @@ Logs of every run: .testbed/bench-logs/<instance>/. Timings are for this machine
 they belong here, never in tests.
 
 Modules: ``measure`` (settings, one timed pyinfra run, CPU accounting), ``scenarios``
-(what is run), ``report`` (the table, the JSON), ``cli`` (options and the order of it all).
+(what is run), ``report`` (the table, the JSON), ``cli`` (options and the order of it all),
+``peers`` (the comparison with other tools).
 """
-
-import os
-
-# Before anything imports tests.testbed (which reads it once): the benchmark recreates
-# containers, so it never runs on the default bed.
-os.environ.setdefault("ETCD_PKI_BED", "bench")

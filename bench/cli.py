@@ -47,6 +47,19 @@ def main(argv: list[str] | None = None) -> int:
         help="hosts download step/step-ca over HTTP (default, like install_source "
         '"github") or get them uploaded from the controller',
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="only the comparison with the Ansible collection (bench/peers/): both on "
+        "fresh containers, paired, at --peer-sizes",
+    )
+    parser.add_argument(
+        "--peer-sizes",
+        default="4,11,27",
+        help="cluster sizes (hosts) of the peer comparison, comma-separated (4,11,27)",
+    )
+    parser.add_argument("--peer-pairs", type=int, default=1, help="pairs per size (1)")
+    parser.add_argument("--peer-reruns", type=int, default=3, help="re-runs per side (3)")
     if argv is None:  # `make bench BENCH_ARGS="--quick --json out.json"`
         argv = sys.argv[1:] + shlex.split(os.environ.get("BENCH_ARGS", ""))
     args = parser.parse_args(argv)
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg(),
         "scaling": [],
     }
+    if args.peers:
+        return peers_main(args, results)
     try:
         results["base"] = fresh_and_reruns(0, fresh_runs, reruns)
         progress(
@@ -100,6 +115,40 @@ def main(argv: list[str] | None = None) -> int:
                     f"{tb.BED.name} python -m tests.testbed down`"
                 )
     print(report(results))
+    print(
+        f"\nload average before {results['load_before'][0]:.1f}, after "
+        f"{results['load_after'][0]:.1f} on {results['cpus']} CPUs"
+    )
+    return 0
+
+
+def peers_main(args: argparse.Namespace, results: dict[str, Any]) -> int:
+    """``--peers``: the paired comparison with the Ansible collection alone."""
+    from .peers import report as peers_report_mod
+    from .peers import scenario as peers
+
+    try:
+        sizes = [int(s) for s in args.peer_sizes.split(",") if s.strip()]
+    except ValueError:
+        raise measure.BenchError(
+            f"--peer-sizes: not a list of numbers: {args.peer_sizes!r}"
+        ) from None
+    results["peers"] = []
+    try:
+        peers.compare(sizes, args.peer_pairs, args.peer_reruns, measure.CONNECTOR, results["peers"])
+        results["peer_versions"] = peers.tool_versions()
+    finally:
+        results["load_after"] = os.getloadavg()
+        if args.json:
+            Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")
+            progress(f"results written to {args.json}")
+        if not args.keep:
+            progress("removing the bench containers (--keep leaves them)")
+            try:
+                tb.down()
+            except tb.TestbedError as e:
+                progress(f"WARNING: removing the bench bed failed ({e})")
+    print(peers_report_mod.peers_report(results))
     print(
         f"\nload average before {results['load_before'][0]:.1f}, after "
         f"{results['load_after'][0]:.1f} on {results['cpus']} CPUs"

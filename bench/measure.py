@@ -169,6 +169,22 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def timed(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float, float, dict[str, float]]:
+    """Run ``cmd`` to its end: (process, wall seconds, the machine's busy CPU seconds,
+    CPU seconds by place: containers, docker daemons, " controller" = ``cmd`` with its
+    children)."""
+    places_before, children = cpu_by_place(), _children_cpu()
+    start, busy = time.monotonic(), busy_seconds()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    wall, cpu = time.monotonic() - start, busy_seconds() - busy
+    controller = _children_cpu() - children
+    places = {k: round(v - places_before.get(k, 0.0), 3) for k, v in cpu_by_place().items()}
+    places[" controller"] = round(controller, 3)
+    return proc, wall, cpu, places
+
+
 def run_deploy(inventory: Path, label: str, *args: str, deploy: str = DEPLOY) -> Run:
     """Run the deploy (or another deploy file) once through the counting runner; raise
     if it fails."""
@@ -176,13 +192,7 @@ def run_deploy(inventory: Path, label: str, *args: str, deploy: str = DEPLOY) ->
     cmd_log = logs / f"{label}.jsonl"
     cmd_log.unlink(missing_ok=True)
     cmd = [PYTHON, str(RUNNER), str(cmd_log), "-y", str(inventory), deploy, *args]
-    places_before, children = cpu_by_place(), _children_cpu()
-    start, busy = time.monotonic(), busy_seconds()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    wall, cpu = time.monotonic() - start, busy_seconds() - busy
-    controller = _children_cpu() - children
-    places = {k: round(v - places_before.get(k, 0.0), 3) for k, v in cpu_by_place().items()}
-    places[" controller"] = round(controller, 3)
+    proc, wall, cpu, places = timed(cmd, REPO)
     output = proc.stdout + proc.stderr
     (logs / f"{label}.log").write_text(output)
     if proc.returncode != 0:
