@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .plan import CertSpec
@@ -152,6 +153,18 @@ def issued_by(leaf: x509.Certificate, issuer_pem: str) -> bool:
     return True
 
 
+def key_type_of(key: object) -> str:
+    """The `key_type` setting that makes ``key`` (a public key): `EC` (P-256), `RSA`
+    (2048), `OKP` (Ed25519); anything else is described, matching none of them."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC" if key.curve.name == "secp256r1" else f"EC {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA" if key.key_size == 2048 else f"RSA {key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "OKP"
+    return type(key).__name__
+
+
 def reissue_reason(
     found: CertOnHost | None,
     spec: CertSpec,
@@ -160,12 +173,13 @@ def reissue_reason(
     now: datetime | None = None,
     revoked: frozenset[int] = frozenset(),
     intermediate: str | None = None,
+    key_type: str | None = None,
 ) -> str | None:
     """Why ``spec`` must be issued anew on its host, or None if what is there is good.
 
     ``revoked``: serials the CA has revoked (etcd refuses them). ``intermediate``: the
     CA's current intermediate; a certificate of a previous one (before a rotation) is
-    issued anew.
+    issued anew. ``key_type``: the setting; a key of another type is made anew.
     """
     now = now or datetime.now(UTC)
     if found is None or not found.chain_pem or found.crt_meta is None:
@@ -179,6 +193,8 @@ def reissue_reason(
         return "certificate or key unreadable"
     if _public_bytes(leaf.public_key()) != _public_bytes(key):
         return "key does not match the certificate"
+    if key_type and key_type_of(key) != key_type:
+        return f"the key is {key_type_of(key)}, key_type is {key_type}"
     if not chains_to(found.chain_pem, root_pem):
         return "not issued by this CA"
     if intermediate and not issued_by(leaf, intermediate):

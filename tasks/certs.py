@@ -236,16 +236,19 @@ def to_issue(
 
     Re-issued only when missing, not matching its key, not from the CA of ``root`` or
     not from its current ``intermediate``, revoked, with SANs other than the inventory
-    implies, past the renewal threshold, or expired (etcd_pki.certs.reissue_reason).
+    implies, a key of another type than `key_type`, past the renewal threshold, or
+    expired (etcd_pki.certs.reissue_reason).
     """
     if set(found) != {c.name for c in me.certs}:
         # Every section is printed even for missing files: an incomplete answer is a
         # failed read, which must not be mistaken for "missing" and re-issued.
         raise PyinfraError(f"could not read the certificates on {me.name}; nothing re-issued")
-    threshold = me.settings.renew_threshold_percent
+    threshold, key_type = me.settings.renew_threshold_percent, me.settings.key_type
     todo = ToIssue([], [])
     for cert in me.certs:
-        reason = reissue_reason(found[cert.name], cert, root, threshold, now, revoked, intermediate)
+        reason = reissue_reason(
+            found[cert.name], cert, root, threshold, now, revoked, intermediate, key_type
+        )
         if reason:
             todo.issue.append((cert, reason))
         elif permission_problems(found[cert.name], cert):  # type: ignore[arg-type]

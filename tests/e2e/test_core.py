@@ -296,6 +296,33 @@ def test_changed_sans_reissue_exactly_that_hosts_certificates(fresh_cluster):
         assert "etcd3.example.com" not in cert_sans(read_cert("etcd-k8s-3", f"{SSL}/{name}.crt"))
 
 
+def test_a_changed_key_type_makes_new_keys_on_that_host_only(fresh_cluster):
+    bed, _ = fresh_cluster
+    before = {h: file_digests(h) for h in ALL_HOSTS}
+    inventory = tb.write_inventory(
+        tb.STATE_DIR / "inventory_key_type.py", host_data={"app-server": {"key_type": "OKP"}}
+    )
+    run = deploy(inventory)
+    assert run.rc == 0, run.output[-3000:]
+    key = f"{SSL}/app-server-client.key"
+    assert "ED25519" in sh("app-server", f"openssl pkey -in {key} -noout -text").upper()
+    crt = f"{SSL}/app-server-client.crt"
+    assert "ED25519" in sh("app-server", f"openssl x509 -in {crt} -noout -text").upper()
+    for host in ETCD_HOSTS:
+        assert file_digests(host) == before[host], host
+    rc, out = tb.exec_in(
+        "app-server",
+        f"etcdctl --endpoints=https://{bed.ip('etcd-k8s-1')}:2379 --cacert {SSL}/root_ca.crt "
+        f"--cert {crt} --key {key} put key-type okp",
+    )
+    assert rc == 0, out
+    again = deploy(inventory)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+    back = deploy(bed.inventory_docker)  # the default (EC) again: a new EC key
+    assert back.rc == 0, back.output[-3000:]
+    assert "ASN1 OID: prime256v1" in sh("app-server", f"openssl pkey -in {key} -noout -text")
+
+
 def test_changed_lifetimes_update_the_ca_claims_without_reissuing(fresh_cluster):
     bed, _ = fresh_cluster
     claims = 'grep -o \'"maxTLSCertDuration": *"[^"]*"\' /etc/step-ca/config/ca.json'

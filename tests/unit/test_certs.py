@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etcd_pki.certs import (
     FileMeta,
@@ -132,3 +132,21 @@ def test_a_client_certificate_that_can_serve_is_issued_anew(defaults, ca):
     assert reason(good_cert(ca, client, ekus=both), client, ca) == (
         "usages clientAuth, serverAuth, want clientAuth"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "setting", "want"),
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "EC", None),
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "RSA", "the key is EC, key_type is RSA"),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), "EC", "the key is EC secp384r1"),
+        (lambda: rsa.generate_private_key(65537, 2048), "RSA", None),
+        (lambda: rsa.generate_private_key(65537, 2048), "OKP", "the key is RSA, key_type is OKP"),
+        (lambda: ed25519.Ed25519PrivateKey.generate(), "OKP", None),
+        (lambda: ed25519.Ed25519PrivateKey.generate(), "EC", "the key is OKP, key_type is EC"),
+    ],
+)
+def test_a_key_of_another_type_than_the_setting_is_made_anew(spec, ca, key, setting, want):
+    found = good_cert(ca, spec, key=key())
+    got = reissue_reason(found, spec, ca.root_pem, 66, NOW, key_type=setting)
+    assert got == want or (want is not None and got.startswith(want)), got
