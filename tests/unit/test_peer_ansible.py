@@ -4,9 +4,11 @@ openssl's output. No Docker, no Ansible."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -265,10 +267,18 @@ def test_parse_report():
     }
 
 
+@pytest.fixture
+def keys_dir():
+    """A directory removed after the test: the private keys made here must not outlive
+    it (the e2e tests scan the controller's temp directories for keys)."""
+    with tempfile.TemporaryDirectory() as d:
+        yield Path(d)
+
+
 @pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
-def test_check_script_against_real_files(plan, tmp_path):
+def test_check_script_against_real_files(plan, keys_dir):
     """The script itself, on files made by openssl: a leaf of a root, its key."""
-    import dataclasses
+    tmp_path = keys_dir
 
     cert = dataclasses.replace(plan.hosts["etcd-k8s-2"].cert("server"), ssl_dir=str(tmp_path))
     root_key, root = tmp_path / "root.key", tmp_path / "root.crt"
