@@ -90,9 +90,9 @@ fi
 """
 
 
-def metrics_script(me: HostPlan, ca_health_url: str | None) -> str:
+def metrics_script(me: HostPlan, ca_health_url: str | None, state_dir: str = m.STATE_DIR) -> str:
     """The script for ``me``; ``ca_health_url`` on the active CA only (step-ca's
-    /health as the host itself reaches it)."""
+    /health as the host itself reaches it); ``state_dir`` where renewal results stay."""
     s = me.settings
     q = shlex.quote
     role = m.host_role(me.is_etcd)
@@ -103,9 +103,8 @@ def metrics_script(me: HostPlan, ca_health_url: str | None) -> str:
         "# (docs/metrics.md): run by every renewal unit after its run (--renewal UNIT),",
         "# by the CRL fetch and by every deploy.",
         "set -u",
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
         f"OUT={q(output_path(s.metrics_dir))}",
-        f"STATE={q(m.STATE_DIR)}",
+        f"STATE={q(state_dir)}",
         f"STEP={q(s.bin_dir + '/step')}",
         f"ROOT={q(s.trusted_root)}",
         "umask 022",
