@@ -19,6 +19,7 @@ from .. import metrics as m
 from ..plan import HostPlan
 
 SCRIPT_NAME = "etcd-pki-metrics"
+FAILED = "etcd-pki-metrics-failed"  # what the deploy's refresh prints when it failed
 
 
 def script_path(bin_dir: str) -> str:
@@ -34,8 +35,6 @@ def refresh_command(me: HostPlan) -> str:
     file is monitoring, never a reason to fail a deploy)."""
     return f"{shlex.quote(script_path(me.settings.bin_dir))} || echo {FAILED}"
 
-
-FAILED = "etcd-pki-metrics-failed"
 
 _FUNCTIONS = r"""
 epoch() { date -u -d "$1" +%s 2>/dev/null; }
