@@ -15,6 +15,7 @@ Phases, in order, each one module in tasks/:
   the CRL on every etcd member            tasks/crl.py
   etcd users and roles (etcd_auth)        tasks/etcd_access.py
   etcd with mutual TLS and the CRL        tasks/etcd.py
+  the metrics file for node_exporter      tasks/metrics.py (members: with the health report)
   the CA's ledger of certificates         tasks/crl.py
   CA material on standbys                 tasks/standby.py (encrypted end to end)
 Every phase is idempotent: a second run changes nothing.
@@ -31,6 +32,7 @@ from tasks.crl import member_crl, reapply_revocations, record_ledger
 from tasks.etcd import configure_etcd, install_etcd, report_health
 from tasks.etcd_access import etcd_access
 from tasks.install import install_step
+from tasks.metrics import refresh_metrics
 from tasks.rotation import refuse_during_root_rotation
 from tasks.run import get_plan, this_host
 from tasks.standby import (
@@ -63,7 +65,9 @@ if me.is_etcd:
     etcd_access()  # a new member's user exists before it joins
     configure_etcd()
     etcd_access(new_cluster=True)  # a cluster made in this run: once it runs
-    report_health()
+    report_health()  # and the metrics file (tasks/metrics.py), in the same command
+else:
+    refresh_metrics()  # the metrics file, once this host's certificates are in place
 if me.is_active_ca:
     record_ledger()  # the certificates issued in this run and since the last one
 if me.is_cert_manager and get_plan().standbys:

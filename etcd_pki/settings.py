@@ -33,7 +33,7 @@ RENEW_MODES = ("renew", "rekey")
 ETCD_SOURCES = ("debian", "release")
 TLS_VERSIONS = ("TLS1.2", "TLS1.3")
 # Each belongs to one part of the deploy: none may be another or lie inside another.
-DIRS = ("bin_dir", "ca_dir", "ssl_dir", "step_dir", "etcd_data_root")
+DIRS = ("bin_dir", "ca_dir", "ssl_dir", "step_dir", "etcd_data_root", "metrics_dir")
 
 
 class ConfigError(ValueError):
@@ -149,6 +149,14 @@ class Settings:
         c.calendar,
     )
     crl_fetch_randomized_delay: str = setting("5m", "random spread of those fetches", c.duration)
+    # Monitoring (docs/metrics.md)
+    metrics_dir: str = setting(
+        "/var/lib/prometheus/node-exporter",
+        "where every host writes `etcd_pki.prom` for node_exporter's textfile collector "
+        "(`--collector.textfile.directory`; Debian's default); made if missing "
+        "([docs/metrics.md](docs/metrics.md))",
+        c.directory,
+    )
     # CA redundancy: backups (docs/operations.md)
     backup_recipients: list[str] = setting(
         [],

@@ -88,6 +88,15 @@ crl_fetch_on_calendar = "hourly"
 crl_fetch_randomized_delay = "5m"
 
 # ---------------------------------------------------------------------------
+# Monitoring (docs/metrics.md)
+# ---------------------------------------------------------------------------
+
+# Every host writes etcd_pki.prom here for node_exporter's textfile collector
+# (--collector.textfile.directory; this is Debian's prometheus-node-exporter default).
+# The renewal units, the CRL fetch and every deploy rewrite it; made if missing.
+metrics_dir = "/var/lib/prometheus/node-exporter"
+
+# ---------------------------------------------------------------------------
 # CA redundancy: standbys, backups (docs/operations.md: failover, backup and restore)
 # ---------------------------------------------------------------------------
 

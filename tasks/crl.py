@@ -27,6 +27,7 @@ from etcd_pki.commands.files import (
     units_enabled_command,
     write_files_command,
 )
+from etcd_pki.commands.metrics import script_path as metrics_script_path
 from etcd_pki.commands.tokens import revoke_command
 from etcd_pki.crl import (
     CRL_PATH,
@@ -40,6 +41,7 @@ from etcd_pki.crl import (
     live_revocations,
     reapply,
 )
+from etcd_pki.metrics import STATE_DIR
 from etcd_pki.plan import HostPlan
 from etcd_pki.settings import Settings
 from facts.pki import FileBase64, HttpsBase64
@@ -98,6 +100,9 @@ def unit_files(me: HostPlan) -> list[tuple[str, str, str]]:
                 script=script,
                 dest=s.crl_file,
                 ssl_dir=s.ssl_dir,
+                metrics=metrics_script_path(s.bin_dir),
+                metrics_dir=s.metrics_dir,
+                state_dir=STATE_DIR,
             ),
             "644",
         ),

@@ -22,6 +22,8 @@ from etcd_pki.requirements import etcd_problem, etcd_version
 from facts.snapshot import Snapshot, Want
 from tasks.common import render, run_on, system_account
 from tasks.install import install_etcd_release
+from tasks.metrics import metrics_prefix
+from tasks.metrics import report as report_metrics
 from tasks.ops import Op, emit, shell
 from tasks.run import get_plan, snapshot, snapshots_of, this_host
 
@@ -32,6 +34,7 @@ PACKAGES = ("etcd-server", "etcd-client")
 ENV_TEMPLATE = "templates/etcd.env.j2"
 UNIT_TEMPLATE = "templates/etcd.service.j2"
 MEMBERS_MARK = "__members__"
+METRICS_MARK = "__metrics_done__"
 # The etcd Debian gives this host: installed, else the candidate apt would install.
 DEBIAN_ETCD_KEY = "debian-etcd"
 DEBIAN_ETCD_VERSION = (
@@ -283,7 +286,8 @@ def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, cluster_exists: bo
 
 @deploy("Report etcd health")
 def report_health() -> None:
-    """Print this member's health and the member count; change nothing.
+    """Write the metrics file again, then print this member's health and the member
+    count; change nothing.
 
     .. code:: python
 
@@ -297,13 +301,17 @@ def report_health() -> None:
         status = etcdctl(me, local, "endpoint", "status", "-w", "simple")
         members = etcdctl(me, local, "member", "list", "-w", "simple")
         try:
+            # The metrics file first (tasks/metrics.py): no round trip of its own.
             out = run_on(
                 host,
-                f"{status} && {{ echo {MEMBERS_MARK}; {members}; true; }}",
+                metrics_prefix(me)
+                + f"echo {METRICS_MARK}; {status} && {{ echo {MEMBERS_MARK}; {members}; true; }}",
                 "the etcd health check",
             )
         except PyinfraError as e:
             raise PyinfraError(f"etcd on {me.name} is not healthy: {e}") from None
+        metrics, _, out = out.partition(f"{METRICS_MARK}\n")
+        report_metrics(me, metrics)
         lines = out.splitlines()
         cut = lines.index(MEMBERS_MARK) if MEMBERS_MARK in lines else len(lines)
         # endpoint status simple: endpoint, ID, version, db size, is leader, ...

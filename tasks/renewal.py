@@ -11,8 +11,11 @@ from etcd_pki.commands.files import (
     units_enabled_command,
     write_files_command,
 )
+from etcd_pki.commands.metrics import metrics_script
+from etcd_pki.commands.metrics import script_path as metrics_script_path
 from etcd_pki.commands.shell import finish_swap
 from etcd_pki.fields import systemd_quoted
+from etcd_pki.metrics import STATE_DIR
 from etcd_pki.plan import CertSpec, HostPlan
 from facts.snapshot import Snapshot, Want
 from tasks.common import render
@@ -31,8 +34,16 @@ def _units(me: HostPlan) -> list[tuple[CertSpec, str, str]]:
 
 
 def reads(me: HostPlan) -> Want:
-    paths = [path for _, path, _ in _units(me)]
-    return Want.of(stat=paths, sha1=paths, units=map(_unit_name, paths), finds={STALE})
+    units = [path for _, path, _ in _units(me)]
+    paths = [*units, metrics_script_path(me.settings.bin_dir)]
+    return Want.of(stat=paths, sha1=paths, units=map(_unit_name, units), finds={STALE})
+
+
+def metrics_file(me: HostPlan) -> tuple[str, str, str]:
+    """(path, text, mode) of the host's metrics writer, which the renewal units run."""
+    s = me.settings
+    health = f"https://127.0.0.1:{s.ca_port}/health" if me.is_active_ca else None
+    return metrics_script_path(s.bin_dir), metrics_script(me, health), "755"
 
 
 def _unit_name(path: str) -> str:
@@ -64,6 +75,9 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
         ),
         # Quoted for systemd: `%` and `$` reach the shell as written, not expanded.
         "post_command": systemd_quoted(post) if post else None,
+        "metrics": metrics_script_path(s.bin_dir),
+        "metrics_dir": s.metrics_dir,
+        "state_dir": STATE_DIR,
         "on_calendar": s.renew_on_calendar,
         "randomized_delay": s.renew_randomized_delay,
         "persistent": s.renew_persistent,
@@ -71,11 +85,20 @@ def unit_data(me: HostPlan, cert: CertSpec) -> dict:
 
 
 def planned_files(me: HostPlan) -> dict[str, str]:
-    """Each renewal unit file of ``me`` as this task writes it."""
-    return {
+    """Each file of ``me`` this task writes (renewal units, the metrics writer), as it
+    writes it."""
+    files = {
         dest: render(f"templates/step-renew.{suffix}.j2", **unit_data(me, cert))
         for cert, dest, suffix in _units(me)
     }
+    path, text, _ = metrics_file(me)
+    return {**files, path: text}
+
+
+def planned_modes(me: HostPlan) -> dict[str, str]:
+    """The mode of each planned file (units 644, the writer 755)."""
+    script = metrics_script_path(me.settings.bin_dir)
+    return {path: "755" if path == script else "644" for path in planned_files(me)}
 
 
 def changes(me: HostPlan, before: Snapshot) -> tuple[list[str], str]:
@@ -92,6 +115,9 @@ def changes(me: HostPlan, before: Snapshot) -> tuple[list[str], str]:
         if not before.has_text(dest, text, mode="644"):
             written.append((dest, text, "644"))
             rewritten.add(cert.unit)
+    script = metrics_script_path(me.settings.bin_dir)
+    if not before.has_text(script, planned[script], mode="755"):
+        written.append((script, planned[script], "755"))
     stale = sorted(set(before.found[STALE]) - set(paths))
     idle = [t for t in timers if not before.unit_is(t, running=True, enabled=True)]
     # A certificate's new units (a new host, a new certificate: systemd knows neither

@@ -128,6 +128,19 @@ def apt_install(*packages: str) -> None:
     run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env=env, timeout=1200)
 
 
+def ensure_promtool() -> str:
+    """The path of `promtool` (checks and tests monitoring/etcd-pki.rules.yml), from
+    Debian's `prometheus` package, installed on the controller when missing. Only the
+    tests need it: the deploy never does."""
+    found = shutil.which("promtool")
+    if not found:
+        apt_install("prometheus")
+        found = shutil.which("promtool")
+    if not found:
+        raise TestbedError("promtool is not on PATH after installing Debian's prometheus")
+    return found
+
+
 def go_arch() -> str:
     """Return the Go/Debian architecture name of the controller (``amd64``, ``arm64``)."""
     machine = platform.machine().lower()

@@ -17,12 +17,6 @@ from .instance import LABEL
 
 SUITE = "trixie"  # every node's Debian, unless it is started with another (`add --suite`)
 SUITES = ("trixie", "bookworm")
-IMAGE = f"etcd-pki-node:{SUITE}"
-
-
-def image_of(suite: str = SUITE) -> str:
-    """The node image of Debian ``suite``."""
-    return f"etcd-pki-node:{suite}"
 
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -39,6 +33,9 @@ IMAGE_PACKAGES = (
     "openssl",
     "curl",
     "sudo",
+    # The metrics' reader (tests/e2e/test_metrics.py): enabled by its package, it serves
+    # :9100 with the textfile collector on /var/lib/prometheus/node-exporter.
+    "prometheus-node-exporter",
 )
 # Units masked in the image because they cannot work in an unprivileged container.
 # None are needed with the run flags below: booting the image on this machine kind
@@ -60,6 +57,16 @@ def image_recipe_hash(suite: str = SUITE) -> str:
         [suite, IMAGE_PACKAGES, MASKED_UNITS, IMAGE_RECIPE_REVISION], separators=(",", ":")
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def image_of(suite: str = SUITE) -> str:
+    """The node image of Debian ``suite``, tagged with its recipe: worktrees with another
+    recipe (a branch that changes the image) keep images of their own instead of
+    replacing each other's in turn."""
+    return f"etcd-pki-node:{suite}-{image_recipe_hash(suite)}"
+
+
+IMAGE = image_of(SUITE)
 
 
 def image_cache_file(suite: str = SUITE) -> Path:
@@ -126,11 +133,14 @@ def build_image(save_to: Path, suite: str = SUITE) -> None:
 
 
 def save_image(save_to: Path, suite: str = SUITE) -> None:
-    """``docker save`` the node image into the cache, replacing older recipes' tarballs."""
+    """``docker save`` the node image into the cache; another recipe's tarball goes once
+    it is unused for a week (another worktree may still load it)."""
     log(f"saving {image_of(suite)} to {save_to}")
     save_to.parent.mkdir(parents=True, exist_ok=True)
+    week_ago = time.time() - 7 * 86400
     for old in save_to.parent.glob(f"etcd-pki-node_{suite}-*.tar"):
-        old.unlink()
+        if old != save_to and old.stat().st_atime < week_ago:
+            old.unlink()
     tmp = save_to.with_name(f".{save_to.name}.tmp")
     docker("save", "-o", str(tmp), image_of(suite), timeout=600)
     tmp.replace(save_to)

@@ -51,9 +51,12 @@ def _want(me: HostPlan) -> Want:
     return functools.reduce(operator.or_, (r(me) for r in READS), Want())
 
 
-def snapshot_of(me: HostPlan, before: dict, planned: dict[str, str]) -> Snapshot:
+def snapshot_of(
+    me: HostPlan, before: dict, planned: dict[str, str], modes: dict[str, str] | None = None
+) -> Snapshot:
     """The Snapshot of ``before`` (see tests/operations/README.md) on host ``me``;
-    ``planned`` maps paths to the text the task writes there (for "@planned")."""
+    ``planned`` maps paths to the text the task writes there (for "@planned"), ``modes``
+    their modes where not 644."""
     snap = Snapshot(want=_want(me), complete=True)
     snap.contents = dict.fromkeys(snap.want.contents)
     snap.found = {key: [] for key in snap.want.finds}
@@ -65,7 +68,8 @@ def snapshot_of(me: HostPlan, before: dict, planned: dict[str, str]) -> Snapshot
         snap.paths[path] = PathInfo(kinds[kind], user, group, int(mode))
     if before.get("as_planned"):  # every file the task writes, as it writes it
         for path in planned:
-            snap.paths[path] = PathInfo("regular file", "root", "root", 644)
+            mode = int((modes or {}).get(path, "644"))
+            snap.paths[path] = PathInfo("regular file", "root", "root", mode)
             before = {**before, "text": {path: PLANNED, **before.get("text", {})}}
     for path, text in before.get("text", {}).items():
         text = planned[path] if text == PLANNED else text

@@ -72,12 +72,16 @@ def _access(state: dict | None) -> Access | None:
 Decide = Callable[[dict, HostPlan, ClusterPlan], list[Op]]
 
 
-def _before(fixture: dict, me: HostPlan, planned: dict[str, str]):
-    return snapshot_of(me, fixture.get("before", {}), planned)
+def _before(
+    fixture: dict, me: HostPlan, planned: dict[str, str], modes: dict[str, str] | None = None
+):
+    return snapshot_of(me, fixture.get("before", {}), planned, modes)
 
 
 DECISIONS: dict[str, Decide] = {
-    "renewal": lambda f, me, plan: renewal.decide(me, _before(f, me, renewal.planned_files(me))),
+    "renewal": lambda f, me, plan: renewal.decide(
+        me, _before(f, me, renewal.planned_files(me), renewal.planned_modes(me))
+    ),
     "trust": lambda f, me, plan: bootstrap.decide(
         me, plan, _before(f, me, bootstrap.planned_files(me, plan, CA.root_pem)), CA.root_pem
     ),

@@ -187,6 +187,16 @@ CASES = [
         everywhere(ssl_dir="/etc/step-ca/ssl"),
         "`ssl_dir` must not lie inside `ca_dir` (/etc/step-ca/ssl)",
     ),
+    (
+        "metrics written inside the certificates' directory",
+        everywhere(metrics_dir="/etc/etcd/ssl/metrics"),
+        "`metrics_dir` must not lie inside `ssl_dir` (/etc/etcd/ssl/metrics)",
+    ),
+    (
+        "metrics directory with a quote",
+        everywhere(metrics_dir="/var/lib/node exporter'"),
+        '`metrics_dir` = "/var/lib/node exporter\'" must be an absolute path',
+    ),
     ("bad dns_domain", everywhere(dns_domain="local_"), "`dns_domain` = 'local_'"),
     ("boolean as string", everywhere(renew_persistent="yes"), "`renew_persistent` must be True"),
     ("multi-line post command", everywhere(renew_post_command="a\nb"), "`renew_post_command`"),
