@@ -15,7 +15,13 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import files, python, server
 
-from etcd_pki.commands.etcd import etcd_bins, etcdctl, initial_env, rolling_restart_command
+from etcd_pki.commands.etcd import (
+    etcd_bins,
+    etcdctl,
+    initial_env,
+    member_add_command,
+    rolling_restart_command,
+)
 from etcd_pki.commands.files import ownership_command, units_enabled_command, write_files_command
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.requirements import etcd_problem, etcd_version
@@ -138,7 +144,7 @@ def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:
     if not any(me.peer_url in m[3].split(" ") for m in members):
         run_on(
             host,
-            etcdctl(me, endpoints, "member", "add", me.name, f"--peer-urls={me.peer_url}"),
+            member_add_command(me, endpoints),
             f"etcdctl member add {me.name}",
         )
         logger.info(f"{host.print_prefix}added etcd member {me.name} ({me.peer_url})")

@@ -33,6 +33,24 @@ def etcdctl(me: HostPlan, endpoints: str, *args: str) -> str:
     )
 
 
+def member_add_command(me: HostPlan, endpoints: str, tries: int = 15) -> str:
+    """`etcdctl member add` for ``me``, made sure of. When it fails, the member list
+    decides: etcdctl retries a request whose answer was lost, and the retry of an add
+    that went through is refused ("unhealthy cluster": the new member is not started),
+    so a listed peer URL means added. Otherwise "unhealthy cluster" (a member
+    unreachable or up for less than 5 s) is tried again every 2 s; other errors fail."""
+    add = etcdctl(me, endpoints, "member", "add", me.name, f"--peer-urls={me.peer_url}")
+    listed = etcdctl(me, endpoints, "member", "list", "-w", "simple")
+    url = shlex.quote(f", {me.peer_url},")
+    return (
+        f"for i in $(seq 1 {int(tries)}); do out=$({add} 2>&1) && {{ printf '%s\\n' \"$out\"; "
+        f"exit 0; }}; if {listed} 2>/dev/null | grep -qF -- {url}; then "
+        "echo 'added (the answer to the first request was lost)'; exit 0; fi; "
+        "case \"$out\" in *'unhealthy cluster'*) sleep 2 ;; *) break ;; esac; "
+        "done; printf '%s\\n' \"$out\" >&2; exit 1"
+    )
+
+
 def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
     return (
         "# Written by the etcd PKI deploy when this member first joined.\n"

@@ -203,7 +203,8 @@ def test_bad_input_is_refused_before_anything_changes(rot):
         "rotate=root",
     )
     refused(deploy(rot.inv, deploy_file="rotate_ca.py"), "--data rotate=None")
-    refused(rotate(rot, "root", "--limit", "@docker/etcd-k8s-3"), "needs every host", ACTIVE)
+    limited = rotate(rot, "root", "--limit", f"@docker/{tb.container_name('etcd-k8s-3')}")
+    refused(limited, "needs every host", ACTIVE)
     sh("etcd-k8s-3", "systemctl stop etcd")
     try:
         refused(rotate(rot, "root"), "etcd on etcd-k8s-3 is not healthy", "nothing was changed")
@@ -369,7 +370,7 @@ def test_renewal_after_the_rotation_comes_from_the_new_intermediate(rot):
 
 def test_a_host_joining_after_the_rotation_gets_the_new_root(rot):
     sh("app-server", f"rm -rf {SSL} /etc/step")
-    run = deploy(rot.inv, "--limit", "@docker/app-server")
+    run = deploy(rot.inv, "--limit", f"@docker/{tb.container_name('app-server')}")
     assert run.rc == 0, run.output[-3000:]
     assert pem_of("app-server", f"{SSL}/root_ca.crt") == rot.roots["new"]
     new_int = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
