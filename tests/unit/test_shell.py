@@ -14,12 +14,23 @@ import pytest
 from etcd_pki.commands.shell import on_exit
 
 
+def _default_signals() -> None:
+    """In the child: the signals at their defaults. A shell cannot trap a signal that
+    was ignored when it started (POSIX), and a test run under nohup ignores HUP."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_cleanup_runs_when_interrupted(tmp_path: Path, sig):
     work = tmp_path / "work"
     script = f"mkdir {work}; {on_exit(f'rm -rf {work}')}; echo ready; sleep 30 & wait"
     proc = subprocess.Popen(
-        ["dash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+        ["dash", "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
     assert proc.stdout.readline() == "ready\n" and work.is_dir()
     os.killpg(proc.pid, sig)
@@ -32,7 +43,11 @@ def test_without_it_dash_leaves_the_mess(tmp_path: Path):
     work = tmp_path / "work"
     script = f"mkdir {work}; trap 'rm -rf {work}' EXIT; echo ready; sleep 30 & wait"
     proc = subprocess.Popen(
-        ["dash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+        ["dash", "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
     assert proc.stdout.readline() == "ready\n"
     os.killpg(proc.pid, signal.SIGTERM)
