@@ -101,25 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             if clients == client_counts[0]:
                 results["rotations"] += rotations(tb.bed())
     finally:
-        results["load_after"] = os.getloadavg()
-        if args.json:
-            Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")
-            progress(f"results written to {args.json}")
-        if not args.keep:
-            progress("removing the bench containers (--keep leaves them)")
-            try:
-                tb.down()
-            except tb.TestbedError as e:  # the figures are measured: still print them
-                progress(
-                    f"WARNING: removing the bench bed failed ({e}); try `ETCD_PKI_BED="
-                    f"{tb.BED.name} python -m tests.testbed down`"
-                )
-    print(report(results))
-    print(
-        f"\nload average before {results['load_before'][0]:.1f}, after "
-        f"{results['load_after'][0]:.1f} on {results['cpus']} CPUs"
-    )
-    return 0
+        finish(args, results)
+    return print_report(report(results), results)
 
 
 def peers_main(args: argparse.Namespace, results: dict[str, Any]) -> int:
@@ -138,17 +121,29 @@ def peers_main(args: argparse.Namespace, results: dict[str, Any]) -> int:
         peers.compare(sizes, args.peer_pairs, args.peer_reruns, measure.CONNECTOR, results["peers"])
         results["peer_versions"] = peers.tool_versions()
     finally:
-        results["load_after"] = os.getloadavg()
-        if args.json:
-            Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")
-            progress(f"results written to {args.json}")
-        if not args.keep:
-            progress("removing the bench containers (--keep leaves them)")
-            try:
-                tb.down()
-            except tb.TestbedError as e:
-                progress(f"WARNING: removing the bench bed failed ({e})")
-    print(peers_report_mod.peers_report(results))
+        finish(args, results)
+    return print_report(peers_report_mod.peers_report(results), results)
+
+
+def finish(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """After the runs, even failed ones: the JSON results, the bench bed removed."""
+    results["load_after"] = os.getloadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(results), indent=2) + "\n")
+        progress(f"results written to {args.json}")
+    if not args.keep:
+        progress("removing the bench containers (--keep leaves them)")
+        try:
+            tb.down()
+        except tb.TestbedError as e:  # the figures are measured: still print them
+            progress(
+                f"WARNING: removing the bench bed failed ({e}); try `ETCD_PKI_BED="
+                f"{tb.BED.name} python -m tests.testbed down`"
+            )
+
+
+def print_report(text: str, results: dict[str, Any]) -> int:
+    print(text)
     print(
         f"\nload average before {results['load_before'][0]:.1f}, after "
         f"{results['load_after'][0]:.1f} on {results['cpus']} CPUs"

@@ -21,17 +21,22 @@ def _default_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_cleanup_runs_when_interrupted(tmp_path: Path, sig):
-    work = tmp_path / "work"
-    script = f"mkdir {work}; {on_exit(f'rm -rf {work}')}; echo ready; sleep 30 & wait"
-    proc = subprocess.Popen(
+def dash(script: str) -> subprocess.Popen:
+    """``script`` under dash in its own process group, its first line readable."""
+    return subprocess.Popen(
         ["dash", "-c", script],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
         preexec_fn=_default_signals,
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_cleanup_runs_when_interrupted(tmp_path: Path, sig):
+    work = tmp_path / "work"
+    script = f"mkdir {work}; {on_exit(f'rm -rf {work}')}; echo ready; sleep 30 & wait"
+    proc = dash(script)
     assert proc.stdout.readline() == "ready\n" and work.is_dir()
     os.killpg(proc.pid, sig)
     assert proc.wait(timeout=10) != 0
@@ -42,13 +47,7 @@ def test_without_it_dash_leaves_the_mess(tmp_path: Path):
     """What the fragment fixes: an EXIT trap alone does not run on TERM."""
     work = tmp_path / "work"
     script = f"mkdir {work}; trap 'rm -rf {work}' EXIT; echo ready; sleep 30 & wait"
-    proc = subprocess.Popen(
-        ["dash", "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_default_signals,
-    )
+    proc = dash(script)
     assert proc.stdout.readline() == "ready\n"
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=10)
