@@ -73,6 +73,34 @@ def file_digests(host: str, pattern: str = f"{SSL}/*") -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.splitlines()}
 
 
+RENEW_OVERRIDE = "/run/etcd-pki/renew-override"  # what renew_now.py writes to force one
+
+
+def start_renewal(host: str, name: str) -> tuple[int, str]:
+    """Start the renewal service of ``name`` with the threshold overridden to 0 %;
+    (exit code, output)."""
+    return tb.exec_in(
+        host,
+        f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {RENEW_OVERRIDE} && "
+        f"systemctl start step-renew-{name}.service; rc=$?; "
+        f"rm -f {RENEW_OVERRIDE}; exit $rc",
+    )
+
+
+def force_renew(host: str, name: str) -> tuple[int, int]:
+    """:func:`start_renewal`, which must succeed; the serial before and after."""
+    before = read_cert(host, f"{SSL}/{name}.crt").serial_number
+    rc, out = start_renewal(host, name)
+    assert rc == 0, out + sh(host, f"journalctl -u step-renew-{name} --no-pager | tail -20")
+    return before, read_cert(host, f"{SSL}/{name}.crt").serial_number
+
+
+def openssl_fingerprint(host: str, path: str) -> str:
+    """SHA-256 fingerprint (lowercase hex) of the certificate at ``path``, by openssl."""
+    out = sh(host, f"openssl x509 -noout -fingerprint -sha256 -in {path}")
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
+
+
 def etcdctl(host: str, cert: str, *args: str, endpoints: str | None = None) -> tuple[int, str]:
     """Run etcdctl on ``host`` as the client ``cert`` (a name in /etc/etcd/ssl, or "")."""
     auth = f"--cert {SSL}/{cert}.crt --key {SSL}/{cert}.key" if cert else ""

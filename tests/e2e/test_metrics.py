@@ -17,13 +17,12 @@ import pytest
 
 from tests import testbed as tb
 
-from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, deploy, sh
+from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, deploy, sh, start_renewal
 
 pytestmark = pytest.mark.e2e
 
 PROM = "/var/lib/prometheus/node-exporter/etcd_pki.prom"
 KINDS = {"etcd": ("peer", "server", "client"), "client": ("client",)}
-FORCE = "/run/etcd-pki/renew-override"  # what renew_now.py writes to force a renewal
 
 
 def role(host: str) -> str:
@@ -65,15 +64,6 @@ def epoch(openssl_time: str) -> float:
 def cert_value(samples: dict, metric: str, host: str, kind: str) -> float | None:
     subject = f"{host}" if kind == "peer" else f"{host}-{kind}"
     return samples.get((f"etcd_pki_certificate_{metric}", cert_labels(host, kind, subject)))
-
-
-def force_renewal(host: str, name: str) -> int:
-    rc, out = tb.exec_in(
-        host,
-        f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {FORCE}; "
-        f"systemctl start step-renew-{name}.service; rc=$?; rm -f {FORCE}; exit $rc",
-    )
-    return rc
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +155,7 @@ def test_a_renewal_moves_not_after(deployed):
     host, kind = "app-server", "client"
     old = cert_value(scrape(host), "not_after_timestamp_seconds", host, kind)
     time.sleep(1.1)  # a new not-after differs by whole seconds
-    assert force_renewal(host, f"{host}-{kind}") == 0
+    assert start_renewal(host, f"{host}-{kind}")[0] == 0
     new = epoch(openssl_dates(host, f"{SSL}/{host}-{kind}.crt")["notAfter"])
     samples = scrape(host)
     assert new > old
@@ -179,7 +169,7 @@ def test_a_failed_renewal_flips_the_failure_metric_and_a_good_one_back(deployed)
     host, kind, ca = "etcd-k8s-2", "peer", "etcd-k8s-1"
     sh(ca, "systemctl stop step-ca.service")
     try:
-        assert force_renewal(host, f"{host}-{kind}") != 0  # the CA is down: the run fails
+        assert start_renewal(host, f"{host}-{kind}")[0] != 0  # the CA is down: the run fails
         samples = scrape(host)
         assert cert_value(samples, "last_renewal_success", host, kind) == 0
         assert cert_value(samples, "last_renewal_success", host, "server") == 1
@@ -192,7 +182,7 @@ def test_a_failed_renewal_flips_the_failure_metric_and_a_good_one_back(deployed)
         if tb.exec_in(ca, "curl -fsk https://127.0.0.1:9000/health")[0] == 0:
             break
         time.sleep(1)
-    assert force_renewal(host, f"{host}-{kind}") == 0
+    assert start_renewal(host, f"{host}-{kind}")[0] == 0
     samples = scrape(host)
     assert cert_value(samples, "last_renewal_success", host, kind) == 1
     new = epoch(openssl_dates(host, f"{SSL}/{host}-{kind}.crt")["notAfter"])

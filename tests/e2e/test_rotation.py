@@ -24,7 +24,16 @@ import pytest
 from tests import testbed as tb
 from tests.agekeys import generate, write_identity
 
-from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, Run, deploy, read_cert, sh
+from .conftest import (
+    ALL_HOSTS,
+    ETCD_HOSTS,
+    SSL,
+    Run,
+    deploy,
+    force_renew,
+    openssl_fingerprint,
+    sh,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -120,13 +129,8 @@ def audit_clean(rot: Rot) -> None:
     run = deploy(rot.inv, deploy_file="audit.py")
     assert run.rc == 0 and "audit passed: 0 violation(s)" in run.output, run.output[-3000:]
     for kind in ("root", "intermediate"):
-        fp = fingerprint_of(ACTIVE, f"{CA}/certs/{kind}_ca.crt")
+        fp = openssl_fingerprint(ACTIVE, f"{CA}/certs/{kind}_ca.crt")
         assert re.search(rf"  {kind}: .*, valid until \d{{4}}-.*fingerprint {fp[:16]}", run.output)
-
-
-def fingerprint_of(host: str, path: str) -> str:
-    out = sh(host, f"openssl x509 -noout -fingerprint -sha256 -in {path}")
-    return out.strip().split("=", 1)[1].replace(":", "").lower()
 
 
 # --- client load -------------------------------------------------------------------
@@ -310,7 +314,7 @@ def test_after_the_root_rotation_nothing_trusts_the_old_root(rot):
     new_int = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     assert new_root != rot.roots["old"]
     rot.roots["new"] = new_root
-    fp = fingerprint_of(ACTIVE, f"{CA}/certs/root_ca.crt")
+    fp = openssl_fingerprint(ACTIVE, f"{CA}/certs/root_ca.crt")
     assert state() == f"root done {fp}"
     assert pem_of(STANDBY, f"{CA}/certs/root_ca.crt") == new_root
     assert pem_of(STANDBY, f"{CA}/certs/intermediate_ca.crt") == new_int
@@ -355,15 +359,8 @@ def test_root_rotation_rerun_deploy_and_audit_change_nothing(rot):
 
 def test_renewal_after_the_rotation_comes_from_the_new_intermediate(rot):
     name = "etcd-k8s-3-peer"
-    before = read_cert("etcd-k8s-3", f"{SSL}/{name}.crt").serial_number
-    rc, out = tb.exec_in(
-        "etcd-k8s-3",
-        "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override && "
-        f"systemctl start step-renew-{name}.service; rc=$?; "
-        "rm -f /run/etcd-pki/renew-override; exit $rc",
-    )
-    assert rc == 0, out
-    assert read_cert("etcd-k8s-3", f"{SSL}/{name}.crt").serial_number != before
+    before, after = force_renew("etcd-k8s-3", name)
+    assert after != before
     new_int = pem_of(ACTIVE, f"{CA}/certs/intermediate_ca.crt")
     assert verifies("etcd-k8s-3", rot.roots["new"], new_int, f"{SSL}/{name}.crt")
 

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from tests import testbed as tb
 
-from ..conftest import SSL, Run, file_digests, read_cert, sh
+from ..conftest import SSL, Run, file_digests, sh
 
 STARTED = time.time()
 CA = "/etc/step-ca"
@@ -78,11 +78,6 @@ def inventory(ha: Ha, name: str, active: str, managers: list[str], **extra) -> P
     )
 
 
-def openssl_fingerprint(host: str, path: str) -> str:
-    out = sh(host, f"openssl x509 -noout -fingerprint -sha256 -in {path}")
-    return out.strip().split("=", 1)[1].replace(":", "").lower()
-
-
 def ca_stats(host: str) -> dict[str, str]:
     out = sh(host, f"cd {CA} && stat -c '%n %U:%G %a' {' '.join(EXPECTED)}")
     return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines()}
@@ -98,19 +93,6 @@ def is_active(host: str, unit: str = "step-ca") -> str:
 
 def is_enabled(host: str, unit: str = "step-ca") -> str:
     return sh(host, f"systemctl is-enabled {unit} 2>/dev/null || true").strip()
-
-
-def force_renew(host: str, name: str) -> tuple[int, int]:
-    """Start the renewal service of ``name`` with the threshold overridden to 0 %."""
-    before = read_cert(host, f"{SSL}/{name}.crt").serial_number
-    rc, out = tb.exec_in(
-        host,
-        "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override && "
-        f"systemctl start step-renew-{name}.service; rc=$?; "
-        "rm -f /run/etcd-pki/renew-override; exit $rc",
-    )
-    assert rc == 0, out + sh(host, f"journalctl -u step-renew-{name} --no-pager | tail -20")
-    return before, read_cert(host, f"{SSL}/{name}.crt").serial_number
 
 
 def renewal_refused_as_revoked(host: str, crt: str, key: str, ca: str) -> bool:

@@ -7,7 +7,7 @@ from cryptography import x509
 
 from tests import testbed as tb
 
-from ..conftest import SSL, deploy, read_cert, sh
+from ..conftest import SSL, deploy, openssl_fingerprint, read_cert, sh
 from .helpers import (
     CA,
     EXPECTED,
@@ -17,7 +17,6 @@ from .helpers import (
     is_active,
     is_enabled,
     material_digests,
-    openssl_fingerprint,
     refused_by,
     scan_controller,
 )

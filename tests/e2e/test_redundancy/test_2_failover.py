@@ -7,7 +7,7 @@ from cryptography import x509
 
 from tests import testbed as tb
 
-from ..conftest import SSL, deploy, file_digests, sh
+from ..conftest import SSL, deploy, file_digests, force_renew, openssl_fingerprint, sh
 from ..conftest import sans as cert_sans
 from .helpers import (
     CA,
@@ -16,11 +16,9 @@ from .helpers import (
     OLD_FILES,
     ca_log_has_renewal,
     crl_serials_at,
-    force_renew,
     inventory,
     is_active,
     is_enabled,
-    openssl_fingerprint,
     refused_by,
     renewal_refused_as_revoked,
     scan_controller,

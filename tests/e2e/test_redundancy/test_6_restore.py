@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tests import testbed as tb
 
-from ..conftest import SSL, Run, deploy, read_cert, sh
+from ..conftest import SSL, Run, deploy, force_renew, openssl_fingerprint, read_cert, sh
 from ..conftest import sans as cert_sans
 from .helpers import (
     CA,
@@ -19,9 +19,7 @@ from .helpers import (
     ca_log_has_renewal,
     ca_stats,
     crl_serials_at,
-    force_renew,
     is_active,
-    openssl_fingerprint,
     refused_by,
     renewal_refused_as_revoked,
     scan_controller,
