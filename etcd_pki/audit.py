@@ -200,6 +200,12 @@ def evaluate_crl(
         return out
     path = hp.settings.crl_file
     problem = crl_problem(obs.crl, ca.intermediate if ca else None, root_pem, now)
+    # During a rotation a member may still hold the CRL of the intermediate just
+    # replaced (it fetches the new one after its certificates): fine until it is done.
+    for previous in ca.previous if ca and problem and problem != "missing" else ():
+        if crl_problem(obs.crl, previous, root_pem, now) is None:
+            problem = None
+            break
     if problem == "missing":
         out.append(Finding(name, path, "crl-missing", "etcd refuses every connection without it"))
     elif problem and "nextUpdate" in problem:
@@ -297,11 +303,15 @@ def evaluate_host(
     ca_files: Sequence[ExpectedFile] = (),
     now: datetime | None = None,
     ca_crl: CaCrl | None = None,
+    root_choices: Sequence[str] = (),
 ) -> list[Finding]:
     """Every finding on host ``hp`` from ``obs``.
 
-    ``root_pem`` is the root read from the active cert-manager (None when it could not
-    be read: then chains are not checked, and the CA host reports ``ca-root-missing``).
+    ``root_pem`` is what certificates must chain to, read from the active cert-manager
+    (its root, both roots during a root rotation; None when it could not be read: then
+    chains are not checked, and the CA host reports ``ca-root-missing``).
+    ``root_choices`` the root files a host may hold (default: ``root_pem``; more than
+    one in the middle of a root rotation, etcd_pki/rotation.py: trust_now).
     ``ca_files`` is what every cert-manager (active or standby) must hold, with
     owner/group/mode.
     """
@@ -326,7 +336,8 @@ def evaluate_host(
         if obs.root_pem is None:
             out.append(Finding(name, root_path, "root-missing", "the CA root is not installed"))
         else:
-            if root_pem is not None and _roots(obs.root_pem) != _roots(root_pem):
+            allowed = [_roots(pem) for pem in root_choices or ([root_pem] if root_pem else [])]
+            if allowed and _roots(obs.root_pem) not in allowed:
                 out.append(Finding(name, root_path, "root-mismatch", "differs from the CA's root"))
             if stat is not None and stat.mode != CRT_MODE:
                 out.append(Finding(name, root_path, "crt-mode", f"mode {stat.mode}, want 644"))

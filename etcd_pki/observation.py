@@ -61,10 +61,12 @@ class HostObservation:
 
 @dataclass(frozen=True)
 class CaCrl:
-    """The active CA's current CRL and the intermediate that signs it."""
+    """The active CA's current CRL and the intermediate that signs it; ``previous`` the
+    intermediate a rotation under way replaced (a member's CRL from it is still fine)."""
 
     crl: CrlInfo | None
     intermediate: str | None
+    previous: tuple[str, ...] = ()
 
 
 def parse_file_stats(lines: Iterable[str]) -> dict[str, FileStat | None]:

@@ -16,13 +16,16 @@ A root rotation goes through phases (FINGERPRINT of the new root):
     switched   step-ca runs on the new root and intermediate; certificates re-issued
     done       every host trusts the new root only; members restarted again
 
-No pyinfra import.
+What the audit expects hosts to trust at each point of a root rotation is
+:func:`trust_now`. No pyinfra import.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .certs import fingerprint
 
 KINDS = ("intermediate", "root")
 PHASES = ("prepared", "trusted", "switched", "done")
@@ -101,3 +104,42 @@ def in_progress_message(state: Rotation, ca: str) -> str:
         "`pyinfra INVENTORY rotate_ca.py --data rotate=root` (it resumes where it stopped); "
         "deploy.py would mix the two roots"
     )
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the audit expects at this point of the CA's life: ``current`` the CA's root
+    now (certs/root_ca.crt); ``chain`` every root a certificate may chain to (a bundle
+    during a root rotation); ``choices`` the root files a host may hold (each one
+    certificate or a bundle), any of them fine."""
+
+    current: str
+    chain: str
+    choices: tuple[str, ...]
+
+
+def trust_now(
+    state: Rotation | None, current: str, next_root: str | None, previous_root: str | None
+) -> Trust:
+    """:class:`Trust` from the rotation's ``state`` and the CA's root files: ``current``
+    (certs/root_ca.crt), ``next_root`` (rotation/root_ca.crt) and ``previous_root``
+    (rotation/previous_root_ca.crt), None when missing.
+
+    A run stopped inside a phase leaves hosts on either side of it, and both are fine:
+    prepared, the old root or both (trust_roots was under way); trusted, both; switched,
+    both or the new one only (the old one was being dropped). A switch stopped between
+    its renames and its record leaves the new root in place with the state "trusted":
+    the roots are told apart by the state's fingerprint, not by file name."""
+    if state is None or state.kind != "root" or state.finished:
+        return Trust(current, current, (current,))
+    known = [pem for pem in (current, next_root, previous_root) if pem]
+    new = next((p for p in known if fingerprint(p) == state.fingerprint), None)
+    old = next((p for p in known if fingerprint(p) != state.fingerprint), None)
+    if new is None or old is None:  # files missing: expect what is there
+        return Trust(current, current, (current,))
+    both = old.rstrip("\n") + "\n" + new
+    if state.phase == "prepared":
+        return Trust(current, old, (old, both))
+    if state.phase == "trusted":
+        return Trust(current, both, (both,))
+    return Trust(current, both, (both, new))

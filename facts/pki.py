@@ -98,6 +98,23 @@ class PublicFile(FactBase):
         return "\n".join(output) + "\n"
 
 
+class NewestPublicFile(FactBase):
+    """Content of the last, by name, of the public files ``directory/prefix*suffix`` (time
+    stamped names sort in time), or None when there is none."""
+
+    def command(self, directory: str, prefix: str, suffix: str) -> str:
+        pattern = f"{shlex.quote(directory.rstrip('/') + '/' + prefix)}*{shlex.quote(suffix)}"
+        return (
+            f"f=$(ls -1 {pattern} 2>/dev/null | tail -n 1); "
+            'if [ -n "$f" ] && [ -f "$f" ]; then cat "$f"; else echo __missing__; fi'
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        if output == ["__missing__"]:
+            return None
+        return "\n".join(output) + "\n"
+
+
 class CertStates(FactBase):
     """Each planned certificate as found on the host: chain, public half of the key,
     owner and mode of both files. The private key itself never leaves the host.

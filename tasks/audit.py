@@ -37,15 +37,16 @@ from pyinfra.operations import python
 from etcd_pki.audit import evaluate_host, summary
 from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.commands.crl import TIMER as CRL_TIMER
-from etcd_pki.commands.rotation import NEXT
+from etcd_pki.commands.rotation import NEXT, RETIRED
 from etcd_pki.controller_scan import scan_controller
 from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.findings import ERROR, Finding
 from etcd_pki.observation import CaCrl, ExpectedFile, HostObservation
 from etcd_pki.plan import HostPlan
+from etcd_pki.rotation import Trust, trust_now
 from etcd_pki.status import host_rows, left_text, render_ca, root_info
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
-from facts.pki import CertStates, FileBase64, HttpsBase64, PublicFile
+from facts.pki import CertStates, FileBase64, HttpsBase64, NewestPublicFile, PublicFile
 from tasks.ca import CA_DIRS, CA_FILES
 from tasks.common import node_name, pyinfra_host
 from tasks.crl import local_crl_url
@@ -94,8 +95,8 @@ def expected_ca_files(me: HostPlan) -> list[ExpectedFile]:
 
 
 def ca_crl_or_none() -> CaCrl | None:
-    """The active CA's current CRL and intermediate (read once per run), or None when
-    the CA cannot be read."""
+    """The active CA's current CRL and intermediate (read once per run), and during an
+    unfinished rotation the intermediate it replaced; None when the CA cannot be read."""
     run = this_run()
     if not run.audit_ca_crl_read:
         plan = get_plan()
@@ -104,28 +105,40 @@ def ca_crl_or_none() -> CaCrl | None:
         try:
             der = decode_b64(ca.get_fact(HttpsBase64, url=local_crl_url(s), root=s.ca_root))
             intermediate = ca.get_fact(PublicFile, path=s.ca_intermediate)
-            run.audit_ca_crl = CaCrl(inspect_crl(der) if der else None, intermediate)
+            rotation = rotation_before_run()
+            previous = None
+            if rotation is not None and not rotation.finished:
+                retired = f"{s.ca_dir}/{RETIRED}"
+                previous = ca.get_fact(
+                    NewestPublicFile, directory=retired, prefix="intermediate_ca.", suffix=".crt"
+                )
+            crl = inspect_crl(der) if der else None
+            run.audit_ca_crl = CaCrl(crl, intermediate, (previous,) if previous else ())
         except (PyinfraError, ValueError):
             run.audit_ca_crl = None
         run.audit_ca_crl_read = True
     return run.audit_ca_crl
 
 
-def root_or_none() -> str | None:
-    """What every host must trust: the CA's root or, in the middle of a root rotation
-    (phases trusted and switched), both roots; None when the CA cannot be read."""
+def trust_or_none() -> Trust | None:
+    """What hosts must trust now: the CA's root, or in the middle of a root rotation
+    what that phase allows (etcd_pki/rotation.py: trust_now); None when the CA cannot
+    be read."""
     try:
         root = ca_root_pem()
         state = rotation_before_run()
     except PyinfraError:
         return None
-    if state is None or state.kind != "root" or state.phase not in ("trusted", "switched"):
-        return root
+    if state is None or state.kind != "root" or state.finished:
+        return trust_now(state, root, None, None)
     plan = get_plan()
-    partner = "root_ca.crt" if state.phase == "trusted" else "previous_root_ca.crt"
-    path = f"{plan.ca.settings.ca_dir}/{NEXT}/{partner}"
-    other = pyinfra_host(plan.active_ca).get_fact(PublicFile, path=path)
-    return root.rstrip("\n") + "\n" + other if other else root
+    ca, d = pyinfra_host(plan.active_ca), f"{plan.ca.settings.ca_dir}/{NEXT}"
+    try:
+        next_root = ca.get_fact(PublicFile, path=f"{d}/root_ca.crt")
+        previous = ca.get_fact(PublicFile, path=f"{d}/previous_root_ca.crt")
+        return trust_now(state, root, next_root, previous)
+    except (PyinfraError, ValueError):
+        return None
 
 
 def observe(me: HostPlan, full: bool = True) -> HostObservation:
@@ -247,10 +260,12 @@ def audit_host() -> None:
     """
     plan = get_plan()
     me = this_host()
-    root = root_or_none()
+    trust = trust_or_none()
+    root = trust.chain if trust else None
     obs = observe(me)
     ca_files = expected_ca_files(me) if me.is_cert_manager else []
-    found = evaluate_host(me, obs, root, ca_files, ca_crl=ca_crl_or_none())
+    choices = trust.choices if trust else ()
+    found = evaluate_host(me, obs, root, ca_files, ca_crl=ca_crl_or_none(), root_choices=choices)
     rows = [] if obs.error else host_rows(me, obs, root, datetime.now(UTC))
     expiry = [
         {k: r.as_dict()[k] for k in ("host", "name", "not_after", "days_left", "used_percent")}
@@ -280,7 +295,10 @@ def audit_host() -> None:
         audited = sorted(results())
         missing = _not_audited()
         ca = ca_crl_or_none()
-        cas = {"root": root_info(root), "intermediate": root_info(ca.intermediate if ca else None)}
+        cas = {
+            "root": root_info(trust.current if trust else None),
+            "intermediate": root_info(ca.intermediate if ca else None),
+        }
         click.echo(
             render_ca(cas["root"], cas["intermediate"], datetime.now(UTC))
             + f"\n--> Audit of {len(audited)} host(s) of {len(plan.hosts)}:\n"

@@ -30,7 +30,7 @@ from etcd_pki.status import (
 )
 from facts.audit import UnitExposure
 from facts.redundancy import LedgerLines
-from tasks.audit import _active_in_order, ca_crl_or_none, observe, root_or_none
+from tasks.audit import _active_in_order, ca_crl_or_none, observe, trust_or_none
 from tasks.common import node_name, pyinfra_host
 from tasks.run import get_plan, this_host, this_run
 
@@ -103,7 +103,8 @@ def status_report() -> None:
         if node_name(_active_in_order()[-1]) != me.name:
             return False
         now = datetime.now(UTC)
-        root = root_or_none()
+        trust = trust_or_none()
+        root = trust.chain if trust else None
         rows, unreachable = [], {}
         for name, obs in observations.items():
             if obs.error:
@@ -115,7 +116,9 @@ def status_report() -> None:
                 unreachable[node_name(h)] = "connection failed"
         ca = ca_crl_or_none()
         intermediate = root_info(ca.intermediate if ca else None)
-        data = report_data(plan, rows, unreachable, now, root_info(root), intermediate)
+        data = report_data(
+            plan, rows, unreachable, now, root_info(trust.current if trust else None), intermediate
+        )
         members = crl_rows(plan, observations, ca, root, now)
         revoked = revoked_list(ca, ca_ledger())
         data["crl"] = {"members": members, "revoked": revoked}

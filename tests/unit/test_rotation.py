@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from etcd_pki.certs import fingerprint, pem_blocks
 from etcd_pki.rotation import (
     PHASES,
     Rotation,
@@ -13,7 +14,10 @@ from etcd_pki.rotation import (
     kind_problem,
     parse_state,
     start_problem,
+    trust_now,
 )
+
+from .pki_fixtures import Ca
 
 FP = "ab" * 32
 
@@ -86,3 +90,62 @@ def test_messages_name_the_next_step():
     busy = in_progress_message(Rotation("root", "switched", FP), "etcd-k8s-1")
     assert "etcd-k8s-1" in busy and "'switched'" in busy
     assert "rotate_ca.py --data rotate=root" in busy
+
+
+# --- what hosts may trust while a root rotation is under way ---------------------------
+
+OLD, NEW = Ca(name="rot"), Ca(name="rot")  # same names, different keys: as a rotation makes
+
+
+def _state(phase: str) -> Rotation:
+    return Rotation("root", phase, fingerprint(NEW.root_pem))
+
+
+def _roots(bundle: str) -> list[str]:
+    return [fingerprint(pem) for pem in pem_blocks(bundle, "CERTIFICATE")]
+
+
+def _choices(trust) -> list[list[str]]:
+    return [sorted(_roots(choice)) for choice in trust.choices]
+
+
+def test_without_a_root_rotation_hosts_trust_the_cas_root():
+    for state in (None, Rotation("intermediate", "switched", FP), _state("done")):
+        trust = trust_now(state, OLD.root_pem, NEW.root_pem, None)
+        assert trust.chain == trust.current == OLD.root_pem
+        assert trust.choices == (OLD.root_pem,)
+
+
+@pytest.mark.parametrize(
+    "phase, current, previous, chain, choices",
+    [
+        # trust_roots was under way: a host has the old root, or already both
+        ("prepared", OLD, None, ["old"], [["old"], ["new", "old"]]),
+        ("trusted", OLD, None, ["new", "old"], [["new", "old"]]),
+        # hosts were dropping the old root: both, or the new one only
+        ("switched", NEW, OLD, ["new", "old"], [["new", "old"], ["new"]]),
+    ],
+)
+def test_each_phase_allows_both_sides_of_a_step_stopped_half_way(
+    phase, current, previous, chain, choices
+):
+    name = {fingerprint(OLD.root_pem): "old", fingerprint(NEW.root_pem): "new"}
+    trust = trust_now(_state(phase), current.root_pem, NEW.root_pem, previous and previous.root_pem)
+    assert trust.current == current.root_pem
+    assert sorted(name[fp] for fp in _roots(trust.chain)) == chain
+    assert [sorted(name[fp] for fp in c) for c in _choices(trust)] == choices
+
+
+def test_a_switch_stopped_before_its_record_is_told_apart_by_fingerprint():
+    """The renames are done (certs/root_ca.crt is the new root), the state still says
+    trusted: the old root is the previous one, and hosts must still trust both."""
+    trust = trust_now(_state("trusted"), NEW.root_pem, NEW.root_pem, OLD.root_pem)
+    assert sorted(_roots(trust.chain)) == sorted(
+        [fingerprint(OLD.root_pem), fingerprint(NEW.root_pem)]
+    )
+    assert len(trust.choices) == 1
+
+
+def test_missing_rotation_files_fall_back_to_the_cas_root():
+    trust = trust_now(_state("trusted"), OLD.root_pem, None, None)
+    assert trust.choices == (OLD.root_pem,) and trust.chain == OLD.root_pem

@@ -25,12 +25,12 @@ def plan(defaults):
 DEFAULT = object()
 
 
-def audit(plan, ca, name, obs=None, root=DEFAULT, ca_crl=None):
+def audit(plan, ca, name, obs=None, root=DEFAULT, ca_crl=None, root_choices=()):
     hp = plan.hosts[name]
     obs = obs or good_observation(ca, hp)
     ca_files = expected_ca_files(hp) if hp.is_cert_manager else []
     root = ca.root_pem if root is DEFAULT else root
-    return evaluate_host(hp, obs, root, ca_files, NOW, ca_crl=ca_crl)
+    return evaluate_host(hp, obs, root, ca_files, NOW, ca_crl=ca_crl, root_choices=root_choices)
 
 
 def peer(plan, host="etcd-k8s-2"):
