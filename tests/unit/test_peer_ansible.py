@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers.ansible import generate
+from bench.peers.ansible import generate, runner
 from bench.peers.ansible.runner import summarize
 from bench.peers.verify import check_script, parse_report, problems_of
 from etcd_pki.plan import build_plan
@@ -128,6 +128,7 @@ def test_certificates_are_issued_with_a_token_minted_on_the_ca(plan):
     tok = task(hosts_play, "one-time token per certificate, minted on the CA")
     assert tok["delegate_to"] == "etcd-k8s-1"
     assert tok["no_log"] is True
+    assert "throttle" not in tok  # every host at once, as pyinfra works
     assert module_args(tok, "step_ca_token")["san"] == "{{ item.sans }}"
     cert = task(hosts_play, "certificate and key, the key made on the host")
     args = module_args(cert, "step_ca_certificate")
@@ -361,3 +362,22 @@ def test_peers_report_table_and_ratios():
     assert "| 4 | Ansible collection | no-change re-run | 1 | 40.0 s | 40.0 core-s |" in text
     assert "re-run reported 10 changes: tok x10" in text
     assert "5.00 s  slow one" in text
+
+
+def test_over_ssh_the_token_task_connects_to_the_ca_a_few_hosts_at_a_time(plan):
+    _, hosts_play = generate.playbook(plan, throttle=generate.SSH_TOKEN_THROTTLE)
+    tok = task(hosts_play, "one-time token per certificate, minted on the CA")
+    assert tok["throttle"] == generate.SSH_TOKEN_THROTTLE < 10  # sshd's MaxStartups start
+
+
+@pytest.mark.parametrize("connection, throttled", [("docker", False), ("ssh", True)])
+def test_the_run_dir_throttles_the_token_task_over_ssh_only(
+    plan, tmp_path, monkeypatch, connection, throttled
+):
+    monkeypatch.setattr(runner, "peer_source", lambda: tmp_path)  # no collection needed
+    key = "/k" if connection == "ssh" else None
+    targets = {n: generate.Target(connection, n, key) for n in plan.hosts}
+    run_dir = runner.write_run_dir(tmp_path / "run", plan, targets, ("a" * 24, "b" * 24))
+    _, hosts_play = json.loads((run_dir / "playbook.yml").read_text())
+    tok = task(hosts_play, "one-time token per certificate, minted on the CA")
+    assert tok.get("throttle") == (generate.SSH_TOKEN_THROTTLE if throttled else None)

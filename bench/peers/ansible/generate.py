@@ -107,8 +107,16 @@ def inventory(plan: ClusterPlan, targets: Mapping[str, Target]) -> dict[str, Any
     return {"all": {"children": groups}}
 
 
-def playbook(plan: ClusterPlan) -> list[dict[str, Any]]:
-    """The two plays: the CA, then every host's trust and certificates."""
+# At most this many hosts' token tasks connect to the CA at once over SSH. Each delegated
+# task opens its own connection to the CA, all hosts at the same moment; sshd's default
+# MaxStartups (10:30:100) drops unauthenticated connections past 10, and at 27 hosts
+# some tasks failed UNREACHABLE. `throttle` on the task is the Ansible way out.
+SSH_TOKEN_THROTTLE = 8
+
+
+def playbook(plan: ClusterPlan, throttle: int | None = None) -> list[dict[str, Any]]:
+    """The two plays: the CA, then every host's trust and certificates. ``throttle``:
+    how many hosts' token tasks (delegated to the CA) may run at once (None: all)."""
     ca = plan.ca
     s = ca.settings
     ca_url = plan.ca_url
@@ -255,6 +263,7 @@ def playbook(plan: ClusterPlan) -> list[dict[str, Any]]:
                     "step_cli_executable": STEP,
                 },
                 "delegate_to": ca.name,
+                **({"throttle": throttle} if throttle else {}),
                 "loop": "{{ etcd_pki_certs }}",
                 "loop_control": {"label": "{{ item.subject }}"},
                 "register": "etcd_pki_tokens",

@@ -89,7 +89,10 @@ def write_run_dir(
     passwords: tuple[str, str],
 ) -> Path:
     """The playbook, inventory, ansible.cfg, secrets (0600), the leaf template and the
-    collection (a link to its source) in ``run_dir``."""
+    collection (a link to its source) in ``run_dir``. Over SSH the token task, which
+    connects to the CA from every host at once, is throttled (generate.py says why)."""
+    over_ssh = any(t.connection == "ssh" for t in targets.values())
+    throttle = generate.SSH_TOKEN_THROTTLE if over_ssh else None
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -98,7 +101,7 @@ def write_run_dir(
     link.parent.mkdir(parents=True)
     link.symlink_to(peer_source(), target_is_directory=True)
     files = {
-        "playbook.yml": generate.render(generate.playbook(plan)),
+        "playbook.yml": generate.render(generate.playbook(plan, throttle)),
         "inventory.yml": generate.render(generate.inventory(plan, targets)),
         "ansible.cfg": generate.ansible_cfg(len(plan.hosts), str(collections_dir), str(CALLBACKS)),
     }
