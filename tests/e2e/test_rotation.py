@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.e2e
 ACTIVE, STANDBY = "etcd-k8s-1", "etcd-k8s-2"
 CA = "/etc/step-ca"
 STATE = f"{CA}/rotation/state"
-OLD_CLIENT = "/root/pre-rotation-client"  # app-server's client pair before the root rotation
 
 
 @dataclass
@@ -53,6 +53,9 @@ class Rot:
     roots: dict[str, str] = field(default_factory=dict)  # "old"/"new" -> PEM
     intermediates: dict[str, str] = field(default_factory=dict)
     backups: dict[str, Path] = field(default_factory=dict)
+    # app-server's client pair from before the root rotation, kept here (on the host,
+    # the audit run after each kill would rightly call it a stray key): "crt", "key"
+    old_client: dict[str, str] = field(default_factory=dict)
 
 
 def rotate(rot: Rot, kind: str, *extra: str, inv: Path | None = None) -> Run:
@@ -241,6 +244,7 @@ def test_intermediate_rotation_under_load(rot):
     # killed once the new intermediate is in place, while certificates are re-issued
     rotate_killed(rot, "intermediate", r"Starting operation: Issue certificates", delay=1)
     assert state().startswith("intermediate switched "), state()
+    audit_clean(rot)  # some certificates and CRLs from the old intermediate, some new
     run = rotate(rot, "intermediate")
     stop_load(rot, "intermediate rotation, killed once and resumed")
     assert run.rc == 0, run.output[-4000:]
@@ -284,24 +288,30 @@ def test_intermediate_rotation_rerun_changes_nothing(rot):
 
 
 def test_root_rotation_killed_at_several_points_and_resumed_under_load(rot):
+    """Killed at three points, the audit passing after each, then finished."""
     run = deploy(rot.inv, deploy_file="backup.py")
     assert run.rc == 0, run.output[-3000:]
     (rot.backups["before"],) = rot.backup_dir.glob("*.tar.age")
-    sh("app-server", f"mkdir -p {OLD_CLIENT} && cp -a {SSL}/app-server-client.* {OLD_CLIENT}/")
+    rot.old_client = {
+        ext: sh("app-server", f"cat {SSL}/app-server-client.{ext}") for ext in ("crt", "key")
+    }
     start_load(rot)
     # 1. mid rolling restart, before "trusted" is recorded
     # (one member restarted, the others not yet)
     rotate_killed(rot, "root", r"Starting serial operation: etcd members restarted", r"\] Success")
     assert state().startswith("root prepared "), state()
+    audit_clean(rot)  # hosts trust the old root or both; etcd runs on the old one
     # deploy.py refuses while the rotation is unfinished
     run = deploy(rot.inv)
     assert run.rc != 0 and "a root rotation is in progress" in run.output, run.output[-3000:]
     assert "Traceback" not in run.output
     # 2. while step-ca switches to the new root
     rotate_killed(rot, "root", r"Starting operation: Switch to the new root", delay=1)
+    audit_clean(rot)
     # 3. while hosts drop the old root (certificates already from the new one)
     rotate_killed(rot, "root", r"Starting operation: Trust the roots", delay=1)
     assert re.match(r"root (trusted|switched) ", state()), state()
+    audit_clean(rot)  # some hosts trust the new root only, others both
     # 4. to the end
     run = rotate(rot, "root")
     stop_load(rot, "root rotation, killed three times and resumed")
@@ -335,15 +345,25 @@ def test_after_the_root_rotation_nothing_trusts_the_old_root(rot):
             assert verifies(host, new_root, new_int, leaf), f"{host}:{leaf}"
             assert not verifies(host, rot.roots["old"], rot.intermediates["new"], leaf)
     # A client certificate from before the rotation is refused by every member.
-    for member in ETCD_HOSTS:
-        rc, out = tb.exec_in(
-            "app-server",
-            f"etcdctl --endpoints=https://{rot.bed.ip(member)}:2379 --cacert {SSL}/root_ca.crt "
-            f"--cert {OLD_CLIENT}/app-server-client.crt --key {OLD_CLIENT}/app-server-client.key "
-            "--dial-timeout=3s --command-timeout=5s get x 2>&1",
-        )
-        assert rc != 0, f"{member} accepted a client certificate from the old root: {out}"
-    sh("app-server", f"rm -rf {OLD_CLIENT}")  # the audit would rightly call it a stray key
+    old = "/root/pre-rotation-client"  # docker cp cannot write to /run (a tmpfs)
+    sh("app-server", f"install -d -m 700 {old}")
+    for ext, text in rot.old_client.items():
+        with tempfile.NamedTemporaryFile("w", suffix=f".{ext}") as local:  # 0600
+            local.write(text)
+            local.flush()
+            where = f"{tb.container_name('app-server')}:{old}/c.{ext}"
+            subprocess.run(["docker", "cp", local.name, where], check=True)
+    try:
+        for member in ETCD_HOSTS:
+            rc, out = tb.exec_in(
+                "app-server",
+                f"etcdctl --endpoints=https://{rot.bed.ip(member)}:2379 "
+                f"--cacert {SSL}/root_ca.crt --cert {old}/c.crt --key {old}/c.key "
+                "--dial-timeout=3s --command-timeout=5s get x 2>&1",
+            )
+            assert rc != 0, f"{member} accepted a client certificate from the old root: {out}"
+    finally:
+        sh("app-server", f"rm -rf {old}")
     health = (
         f"etcdctl --endpoints=https://127.0.0.1:2379 --cacert {SSL}/root_ca.crt "
         f"--cert {SSL}/etcd-k8s-3-client.crt --key {SSL}/etcd-k8s-3-client.key "
