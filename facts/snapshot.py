@@ -164,6 +164,10 @@ class Snapshot:
             return False
         return self.running[unit] == running and self.enabled.get(unit, False) == enabled
 
+    def unit_running(self, unit: str) -> bool:
+        """systemd had ``unit`` active (running), enabled or not."""
+        return unit in self.want.units and self.running.get(unit) is True
+
     def unit_not_loaded(self, unit: str) -> bool:
         """systemd had no ``unit`` loaded (LoadState not-found): a unit file written for it
         now is read when the unit is first used, with no daemon-reload."""

@@ -3,7 +3,9 @@
 A new cluster starts all members at once (`initial-cluster-state=new`, start without
 waiting for systemd's notify, then wait for health). A host that joins a running
 cluster is first registered with `etcdctl member add`, from the host itself with its
-own client certificate, so `--limit NEW-HOST` touches no other host.
+own client certificate, so `--limit NEW-HOST` touches no other host. So does a host
+the cluster removed while it was away (remove_node.py): its old data, which etcd would
+refuse to start on, is kept aside and it joins anew.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import files, python, server
 
 from etcd_pki.commands.etcd import (
+    data_aside_command,
     etcd_bins,
     etcdctl,
     initial_env,
@@ -130,17 +133,43 @@ def _cluster_exists(plan: ClusterPlan, me: HostPlan) -> bool:
     return any(found[name].is_directory(path) for name, path in members.items())
 
 
-def _join_existing(plan: ClusterPlan, me: HostPlan) -> None:
-    """Register this host with `member add` (unless listed already) and write its
-    initial-cluster file from the cluster's own answer."""
+def _members(plan: ClusterPlan, me: HostPlan) -> list[list[str]]:
+    """The cluster's `member list`, asked from this host through the other members:
+    per member ID, status, name, peer URLs, client URLs, is-learner."""
     endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
     out = run_on(
         host,
         etcdctl(me, endpoints, "member", "list", "-w", "simple"),
         f"reaching the etcd cluster at {endpoints}",
     )
-    # simple format: ID, status, name, peer URLs, client URLs, is-learner
-    members = [[f.strip() for f in line.split(",")] for line in out.splitlines() if line]
+    return [[f.strip() for f in line.split(",")] for line in out.splitlines() if line]
+
+
+def _rejoin_if_removed(plan: ClusterPlan, me: HostPlan) -> None:
+    """etcd does not start on the data of a member the cluster removed (remove_node.py
+    while this host was away). When the cluster answers and lists this host neither by
+    name nor by peer URL, the data goes aside (renamed, kept) and the host joins anew.
+    A cluster that does not answer decides nothing: etcd starts on its data."""
+    try:
+        members = _members(plan, me)
+    except PyinfraError as e:
+        logger.warning(f"{host.print_prefix}membership not checked ({e}); starting etcd as is")
+        return
+    if any(m[2] == me.name or me.peer_url in m[3].split(" ") for m in members):
+        return
+    run_on(host, data_aside_command(me, fresh=True), "keeping the removed member's data aside")
+    logger.info(
+        f"{host.print_prefix}the cluster had removed {me.name}: its old data is kept in "
+        f"{me.etcd_data_dir}.removed-*, and it joins anew"
+    )
+    _join_existing(plan, me, members)
+
+
+def _join_existing(plan: ClusterPlan, me: HostPlan, members: list[list[str]] | None = None) -> None:
+    """Register this host with `member add` (unless listed already) and write its
+    initial-cluster file from the cluster's own answer (``members``, asked when None)."""
+    endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
+    members = _members(plan, me) if members is None else members
     if not any(me.peer_url in m[3].split(" ") for m in members):
         run_on(
             host,
@@ -168,9 +197,17 @@ def configure_etcd() -> None:
     """
     plan, me = get_plan(), this_host()
     before = snapshot(reads(me))
-    first_start = not before.is_directory(_paths(me)[2])
-    exists = first_start and _cluster_exists(plan, me)
-    emit(decide(me, plan, before, exists), calls={"join": lambda: _join_existing(plan, me)})
+    service, _, member_path = _paths(me)
+    # Whether other members have data matters to a first start (join or bootstrap) and
+    # to a member not running (was it removed while away?), never to a running one.
+    first_start = not before.is_directory(member_path)
+    asked = first_start or not before.unit_running(service)
+    exists = asked and _cluster_exists(plan, me)
+    calls = {
+        "join": lambda: _join_existing(plan, me),
+        "rejoin": lambda: _rejoin_if_removed(plan, me),
+    }
+    emit(decide(me, plan, before, exists), calls=calls)
 
 
 def planned_files(me: HostPlan) -> dict[str, str]:
@@ -194,7 +231,8 @@ def planned_files(me: HostPlan) -> dict[str, str]:
 def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, cluster_exists: bool) -> list[Op]:
     """The operations that configure and start etcd on member ``me``, from its state
     before the run (nothing earlier in the deploy writes these paths) and whether
-    another member already has data (a new member then joins with `member add`)."""
+    another member already has data (a new member then joins with `member add`; a
+    member not running checks that the cluster did not remove it)."""
     s = me.settings
     service, unit_path, member_path = _paths(me)
     dirs = []
@@ -255,6 +293,11 @@ def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, cluster_exists: bo
         waited_on: tuple[str, ...] = (joined, "start")
     else:
         waited_on = ()
+        if cluster_exists and not before.unit_running(service):
+            ops.append(
+                Op("rejoin", "Rejoin if the cluster removed this member (data kept aside)", "call")
+            )
+            waited_on = ("rejoin",)
         if reconfigured:
             ops.append(
                 shell(
@@ -265,7 +308,7 @@ def decide(me: HostPlan, plan: ClusterPlan, before: Snapshot, cluster_exists: bo
                     serial=True,  # one member at a time keeps quorum
                 )
             )
-            waited_on = ("restart",)
+            waited_on += ("restart",)
         if not before.unit_is(service, running=True, enabled=True):
             ops.append(
                 Op(

@@ -40,7 +40,7 @@ from etcd_pki.commands.certs import issue_command
 from etcd_pki.commands.crl import SERVICE as CRL_SERVICE
 from etcd_pki.commands.crl import TIMER as CRL_TIMER
 from etcd_pki.commands.crl import crl_fetch_now_command, scan_ledger_command
-from etcd_pki.commands.etcd import etcdctl, restart_if_needed_command
+from etcd_pki.commands.etcd import data_aside_command, etcdctl, restart_if_needed_command
 from etcd_pki.commands.tokens import revoke_command
 from etcd_pki.crl import (
     Revocation,
@@ -371,12 +371,11 @@ def stop_on_target(work: Work) -> None:
             work.not_done.append(f"etcd on {me.name} was not stopped (it did not answer)")
         return
     s = me.settings
-    data = shlex.quote(me.etcd_data_dir)
     run_on(
         pyinfra_host(me.name),
         f"systemctl disable --now {shlex.quote(s.etcd_service_name + '.service')} {CRL_TIMER}"
-        f" 2>/dev/null || true; if [ -d {data} ]; then mv {data} {data}.removed-$(date +%s); "
-        f"fi; rm -f {INITIAL_ENV_FILE}",
+        f" 2>/dev/null || true; {data_aside_command(me, fresh=False)}; "
+        f"rm -f {INITIAL_ENV_FILE}",
         "stopping etcd",
     )
 

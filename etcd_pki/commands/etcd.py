@@ -51,6 +51,19 @@ def member_add_command(me: HostPlan, endpoints: str, tries: int = 15) -> str:
     )
 
 
+def data_aside_command(me: HostPlan, fresh: bool) -> str:
+    """Stop etcd on ``me`` and keep its data directory aside (renamed
+    `.removed-SECONDS`, never deleted); with ``fresh`` an empty one takes its place."""
+    s = me.settings
+    data, user = shlex.quote(me.etcd_data_dir), shlex.quote(s.etcd_user)
+    service = shlex.quote(f"{s.etcd_service_name}.service")
+    return (
+        f"systemctl stop {service} 2>/dev/null || true; "
+        f"if [ -d {data} ]; then mv {data} {data}.removed-$(date +%s); fi"
+        + (f" && install -d -o {user} -g {user} -m 700 {data}" if fresh else "")
+    )
+
+
 def initial_env(state: str, initial_cluster: str, cluster_name: str) -> str:
     return (
         "# Written by the etcd PKI deploy when this member first joined.\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests import testbed as tb
+from tests.testbed.ssh import wait_for_port
 
 from ..conftest import ETCD_HOSTS, SSL, read_cert, sh
 from .helpers import (
@@ -74,6 +75,29 @@ def test_a_rerun_of_a_finished_removal_restarts_nothing(dead):
     assert run.rc == 0, run.output[-4000:]
     assert "nothing to revoke" in run.output
     assert pids() == before
+
+
+def test_the_dead_member_coming_back_as_it_was_joins_anew(dead):
+    """The removed node comes back with its old data and revoked certificates; etcd
+    there cannot start (the cluster removed it). `deploy.py --limit` keeps the old data
+    aside, issues new certificates and joins it anew; a re-run changes nothing."""
+    tb.docker("start", tb.container_name(NEW))
+    wait_for_port(tb.bed().ip(NEW), 22, timeout=60)  # its sshd (the deploy goes over SSH)
+    run = ssh(tb.bed(), "deploy.py", "--limit", NEW)
+    assert run.rc == 0, run.output[-4000:]
+    assert f"the cluster had removed {NEW}" in run.output, run.output[-4000:]
+    aside = sh(NEW, "ls -d /var/lib/etcd/etcd-cluster.removed-*/member").split()
+    assert len(aside) == 1, aside  # the old data, kept
+    rc, members = as_member("etcd-k8s-1", "member", "list")
+    assert rc == 0 and members.count(", started, ") == 4 and NEW in members, members
+    for kind in ("peer", "client"):
+        serial = read_cert(NEW, f"{SSL}/{NEW}-{kind}.crt").serial_number
+        assert serial not in crl_serials("etcd-k8s-1"), kind
+    works_everywhere(NEW, f"{SSL}/{NEW}-client.crt", f"{SSL}/{NEW}-client.key", (*ETCD_HOSTS, NEW))
+    again = ssh(tb.bed(), "deploy.py", "--limit", NEW)
+    assert again.rc == 0 and again.changed == 0, again.changed_operations()
+    run = ssh(tb.bed(), "remove_node.py", "--limit", NEW)  # removed again, as it answers
+    assert run.rc == 0, run.output[-4000:]
 
 
 def test_the_replaced_node_joins_with_new_certificates(dead):
