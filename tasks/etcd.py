@@ -15,7 +15,7 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.operations import files, python, server
+from pyinfra.operations import files, server
 
 from etcd_pki.commands.etcd import (
     data_aside_command,
@@ -29,7 +29,7 @@ from etcd_pki.commands.files import ownership_command, units_enabled_command, wr
 from etcd_pki.plan import ClusterPlan, HostPlan
 from etcd_pki.requirements import etcd_problem, etcd_version
 from facts.snapshot import Snapshot, Want
-from tasks.common import render, run_on, system_account
+from tasks.common import call, render, run_on, system_account
 from tasks.install import install_etcd_release
 from tasks.metrics import metrics_prefix
 from tasks.metrics import report as report_metrics
@@ -373,4 +373,5 @@ def report_health() -> None:
         )
         return False  # reporting is not a change
 
-    python.call(name="etcd health", function=lambda: None, _if=report)
+    # call(): an unhealthy member fails this host with the message, no traceback.
+    call("etcd health", lambda: None, check=report)

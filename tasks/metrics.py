@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.operations import python
 
 from etcd_pki.commands.metrics import FAILED, output_path, refresh_command
 from etcd_pki.plan import HostPlan
-from tasks.common import run_on
+from tasks.common import call, run_on
 from tasks.run import this_host
 
 
@@ -50,4 +49,4 @@ def refresh_metrics() -> None:
         report(me, run_on(host, refresh_command(me), "the metrics refresh"))
         return False  # a refreshed file is not a change
 
-    python.call(name="Metrics file", function=lambda: None, _if=refresh)
+    call("Metrics file", lambda: None, check=refresh)  # a failure: the message, no traceback

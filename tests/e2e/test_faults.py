@@ -123,6 +123,20 @@ def test_ca_service_stopped_during_issuance(bed):
     assert_cluster_healthy(bed)
 
 
+def test_a_member_that_does_not_answer_fails_its_host_without_a_traceback(bed):
+    """etcd on etcd-k8s-3 frozen (SIGSTOP: systemd still sees it running): the deploy's
+    health report fails that host with the reason, not with pyinfra's traceback."""
+    sh("etcd-k8s-3", "systemctl kill -s STOP etcd.service")
+    try:
+        run = deploy(bed.inventory_docker, "--limit", f"@docker/{tb.container_name('etcd-k8s-3')}")
+    finally:
+        sh("etcd-k8s-3", "systemctl kill -s CONT etcd.service")
+    assert run.rc != 0, run.output[-3000:]
+    assert "etcd on etcd-k8s-3 is not healthy" in run.output, run.output[-3000:]
+    assert "Traceback" not in run.output, run.output[-3000:]
+    assert_cluster_healthy(bed)
+
+
 def test_ca_container_frozen_during_the_deploy(bed):
     """The whole CA container frozen (docker pause): the deploy stops with an error and
     creates nothing (no second CA, no certificate); after unpausing it converges."""
