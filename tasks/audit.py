@@ -141,6 +141,15 @@ def trust_or_none() -> Trust | None:
         return None
 
 
+def ca_certificates(trust: Trust | None, ca: CaCrl | None) -> dict[str, dict | None]:
+    """The CA's current root and intermediate (subject, not-after, fingerprint) for the
+    headers of the audit and the status report; None where they could not be read."""
+    return {
+        "root": root_info(trust.current if trust else None),
+        "intermediate": root_info(ca.intermediate if ca else None),
+    }
+
+
 def observe(me: HostPlan, full: bool = True) -> HostObservation:
     """Read this host's state with facts. ``full=False``: certificates and timers only.
 
@@ -294,11 +303,7 @@ def audit_host() -> None:
         everything = [f for r in results().values() for f in r.findings] + controller
         audited = sorted(results())
         missing = _not_audited()
-        ca = ca_crl_or_none()
-        cas = {
-            "root": root_info(trust.current if trust else None),
-            "intermediate": root_info(ca.intermediate if ca else None),
-        }
+        cas = ca_certificates(trust, ca_crl_or_none())
         click.echo(
             render_ca(cas["root"], cas["intermediate"], datetime.now(UTC))
             + f"\n--> Audit of {len(audited)} host(s) of {len(plan.hosts)}:\n"

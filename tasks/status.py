@@ -26,11 +26,16 @@ from etcd_pki.status import (
     render_table,
     report_data,
     revoked_list,
-    root_info,
 )
 from facts.audit import UnitExposure
 from facts.redundancy import LedgerLines
-from tasks.audit import _active_in_order, ca_crl_or_none, observe, trust_or_none
+from tasks.audit import (
+    _active_in_order,
+    ca_certificates,
+    ca_crl_or_none,
+    observe,
+    trust_or_none,
+)
 from tasks.common import node_name, pyinfra_host
 from tasks.run import get_plan, this_host, this_run
 
@@ -115,10 +120,8 @@ def status_report() -> None:
             if h in state.failed_hosts and node_name(h) not in observations:
                 unreachable[node_name(h)] = "connection failed"
         ca = ca_crl_or_none()
-        intermediate = root_info(ca.intermediate if ca else None)
-        data = report_data(
-            plan, rows, unreachable, now, root_info(trust.current if trust else None), intermediate
-        )
+        cas = ca_certificates(trust, ca)
+        data = report_data(plan, rows, unreachable, now, cas["root"], cas["intermediate"])
         members = crl_rows(plan, observations, ca, root, now)
         revoked = revoked_list(ca, ca_ledger())
         data["crl"] = {"members": members, "revoked": revoked}
