@@ -17,7 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests import testbed as tb
 
-from .conftest import ALL_HOSTS, ETCD_HOSTS, SSL, deploy, file_digests, read_cert, sh
+from .conftest import (
+    ALL_HOSTS,
+    ETCD_HOSTS,
+    SSL,
+    deploy,
+    file_digests,
+    read_cert,
+    sh,
+    start_renewal,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -162,13 +171,10 @@ def test_planted_violations_are_named_by_host_file_and_rule(bed, scratch):
 
 def test_a_failed_renewal_run_is_reported_as_a_warning(bed, scratch):
     unit = "step-renew-app-server-client.service"
-    override = "/run/etcd-pki/renew-override"  # what renew_now.py writes to force a run
     sh("etcd-k8s-1", "systemctl stop step-ca")
     try:
-        sh("app-server", f"mkdir -p /run/etcd-pki && echo RENEW_AT=0% > {override}")
-        sh("app-server", f"systemctl start {unit}", check=False)  # the CA is away: fails
+        start_renewal("app-server", "app-server-client")  # the CA is away: fails
     finally:
-        sh("app-server", f"rm -f {override}")
         sh(
             "etcd-k8s-1",
             "systemctl start step-ca; for i in $(seq 1 60); do /opt/bin/step ca health "

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests import testbed as tb
 
-from .conftest import ALL_HOSTS, SSL, deploy, read_cert, sh
+from .conftest import ALL_HOSTS, RENEW_OVERRIDE, SSL, deploy, read_cert, sh, start_renewal
 
 pytestmark = pytest.mark.e2e
 
@@ -203,14 +203,14 @@ def test_a_rekey_killed_between_two_steps_leaves_a_matching_pair(short_lived, af
         f"mkdir -p {dropin} && printf '%s\\n' '[Service]' 'ExecStart=' "
         + " ".join(shlex.quote(line) for line in killed)
         + f" > {dropin}/kill.conf && systemctl daemon-reload && mkdir -p /run/etcd-pki && "
-        "echo RENEW_AT=0% > /run/etcd-pki/renew-override",
+        f"echo RENEW_AT=0% > {RENEW_OVERRIDE}",
     )
     try:
         assert start(host, f"step-renew-{name}") != 0  # killed
         result = sh(host, f"systemctl show -p Result --value {unit}").strip()
         assert result == "signal", result
     finally:
-        sh(host, f"rm -rf {dropin} /run/etcd-pki/renew-override; systemctl daemon-reload; "
+        sh(host, f"rm -rf {dropin} {RENEW_OVERRIDE}; systemctl daemon-reload; "
                  f"systemctl reset-failed {unit}")  # fmt: skip
     after_kill = pair_digests(host, name)
     assert after_kill[0] == after_kill[1], f"killed after step {after}: key and certificate differ"
@@ -247,7 +247,7 @@ def test_renew_now_entry_point(short_lived):
     assert forced.rc == 0, forced.output[-3000:]
     renewed = read_cert(host, f"{SSL}/{name}.crt").serial_number
     assert renewed != serial
-    assert not sh(host, "ls /run/etcd-pki/renew-override 2>/dev/null || true").strip()
+    assert not sh(host, f"ls {RENEW_OVERRIDE} 2>/dev/null || true").strip()
     # Without force, a certificate that was just renewed is not due: nothing changes.
     run = deploy(inventory, *limit, deploy_file="renew_now.py")
     assert run.rc == 0, run.output[-3000:]
@@ -303,11 +303,8 @@ def test_renew_post_command_arrives_unchanged(short_lived):
     )
     run = deploy(inventory, "--limit", f"@docker/{tb.container_name(host)}")
     assert run.rc == 0, run.output[-3000:]
-    sh(host, "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override")
-    try:
-        assert start(host, "step-renew-app-server-client") == 0
-    finally:
-        sh(host, "rm -f /run/etcd-pki/renew-override")
+    rc, out = start_renewal(host, "app-server-client")
+    assert rc == 0, out
     assert sh(host, "cat /etc/etcd/ssl/.post-check") == '/bin/sh|100%n $HOME ${HOME} \\\\ "q" ünï'
     sh(host, "rm /etc/etcd/ssl/.post-check")
     run = deploy(tb.write_inventory(tb.STATE_DIR / "inventory_short.py", data=SHORT))

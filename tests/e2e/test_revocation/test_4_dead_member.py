@@ -7,7 +7,7 @@ import pytest
 from tests import testbed as tb
 from tests.testbed.ssh import wait_for_port
 
-from ..conftest import ETCD_HOSTS, SSL, read_cert, sh
+from ..conftest import ETCD_HOSTS, SSL, force_renew, read_cert, sh
 from .helpers import (
     NEW,
     SAVED,
@@ -30,13 +30,7 @@ def dead(bed):
     tb.add(NEW, tb.GROUP_ETCD)
     run = ssh(tb.bed(), "deploy.py", "--limit", NEW)
     assert run.rc == 0, run.output[-4000:]
-    first = read_cert(NEW, f"{SSL}/{NEW}-peer.crt").serial_number
-    sh(
-        NEW,
-        "mkdir -p /run/etcd-pki && echo RENEW_AT=0% > /run/etcd-pki/renew-override && "
-        f"systemctl start step-renew-{NEW}-peer.service; rm -f /run/etcd-pki/renew-override",
-    )
-    renewed = read_cert(NEW, f"{SSL}/{NEW}-peer.crt").serial_number
+    first, renewed = force_renew(NEW, f"{NEW}-peer")
     assert renewed != first
     sh("app-server", f"mkdir -p {SAVED}")
     for kind in ("peer", "client"):
