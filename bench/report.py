@@ -121,7 +121,8 @@ def report(results: dict[str, Any]) -> str:
         rows.append(
             f"| {rotation['what']} (rotate_ca.py): etcd started {rotation['restarts']} times, "
             f"client's longest gap {rotation['gap']:.1f} s, {rotation['failed']} requests "
-            f"failed | {rotation['hosts']} | 1 | {run.wall:.1f} s | - | {commands_text(run)} "
+            f"failed ({rotation.get('retried', 0)} writes retried) | {rotation['hosts']} | 1 | "
+            f"{run.wall:.1f} s | - | {commands_text(run)} "
             f"| {cpu_text(run)} | - |"
         )
     for scale in results["scaling"]:

@@ -117,7 +117,8 @@ def rotations(bed: tb.Bed) -> list[dict[str, Any]]:
         progress(f"  {load.line()}; etcd started {restarts} times")
         out.append(
             {"what": f"rotate {kind}{again}", "hosts": hosts, "run": run, "restarts": restarts,
-             "gap": load.longest_gap, "failed": load.failed + load.reads_failed}
+             "gap": load.longest_gap, "failed": load.failed + load.reads_failed,
+             "retried": load.retried}
         )  # fmt: skip
     return out
 

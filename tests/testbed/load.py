@@ -2,8 +2,9 @@
 for the tests and the benchmark of operations that must not interrupt service.
 
 :func:`start_load` starts, on ``client`` (app-server), a loop that puts a new key every
-~0.1 s through all members at once (etcdctl's balancer, its own retries) and records
-each acknowledged write with its time, then gets it back through one member in turn.
+~0.1 s through all members at once (etcdctl's balancer; a put that fails is tried again
+twice, 0.5 s apart, as a client would, and counted as retried) and records each
+acknowledged write with its time, then gets it back through one member in turn.
 :func:`stop_load` stops it and reads every acknowledged key back.
 """
 
@@ -23,20 +24,22 @@ PREFIX = "etcd-pki-load/"
 
 @dataclass
 class LoadResult:
-    """What the client saw: writes acknowledged and failed, reads failed, the longest
-    time between two acknowledged writes, and acknowledged writes not found afterwards."""
+    """What the client saw: writes acknowledged, failed (after its own retries) and
+    retried (that needed more than one try), reads failed, the longest time between two acknowledged
+    writes, and acknowledged writes not found afterwards."""
 
     acked: int
     failed: int
     reads_failed: int
     longest_gap: float
     lost: list[str] = field(default_factory=list)
+    retried: int = 0
 
     def line(self) -> str:
         return (
-            f"{self.acked} writes acknowledged, {self.failed} failed, {self.reads_failed} "
-            f"reads failed, longest gap between acknowledged writes {self.longest_gap:.1f} s, "
-            f"{len(self.lost)} acknowledged writes lost"
+            f"{self.acked} writes acknowledged, {self.failed} failed, {self.retried} "
+            f"retried, {self.reads_failed} reads failed, longest gap between acknowledged "
+            f"writes {self.longest_gap:.1f} s, {len(self.lost)} acknowledged writes lost"
         )
 
 
@@ -61,14 +64,20 @@ def start_load(member_ips: Sequence[str], client: str = "app-server") -> None:
     tls = f"{_tls(client)} --dial-timeout=2s --command-timeout=3s"
     turn = " ".join(f"{i}) e={ip};;" for i, ip in enumerate(ips[:-1])) + f" *) e={ips[-1]};;"
     script = f"""set -u
-cd {DIR}; rm -f stop acked failed reads-failed errors; i=0
+cd {DIR}; rm -f stop acked failed retried reads-failed errors; i=0
 while [ ! -e stop ]; do
   i=$((i+1))
-  if etcdctl --endpoints={every} {tls} put {PREFIX}$i v$i >/dev/null 2>>errors; then
-    echo "$(date +%s.%N) $i" >> acked
-  else
-    echo "$(date +%s.%N) $i" >> failed
-  fi
+  ok=; try=0
+  while [ $try -lt 3 ]; do
+    try=$((try+1))
+    if etcdctl --endpoints={every} {tls} put {PREFIX}$i v$i >/dev/null 2>>errors; then
+      ok=1; break
+    fi
+    sleep 0.5
+  done
+  now=$(date +%s.%N)
+  [ $try -gt 1 ] && echo "$now $i" >> retried
+  if [ -n "$ok" ]; then echo "$now $i" >> acked; else echo "$now $i" >> failed; fi
   case $((i % {len(ips)})) in {turn} esac
   etcdctl --endpoints=https://$e:2379 {tls} get {PREFIX}$i >/dev/null 2>>errors \\
     || echo "$(date +%s.%N) $e" >> reads-failed
@@ -98,4 +107,5 @@ def stop_load(member_ip: str, client: str = "app-server") -> LoadResult:
     lost = [i for _, i in acked if stored.get(f"{PREFIX}{i}") != f"v{i}"]
     _sh(client, f"etcdctl {endpoint} del {PREFIX} --prefix >/dev/null")
     failed, reads = len(lines_of("failed")), len(lines_of("reads-failed"))
-    return LoadResult(len(acked), failed, reads, max(gaps, default=0.0), lost)
+    retried = len(lines_of("retried"))
+    return LoadResult(len(acked), failed, reads, max(gaps, default=0.0), lost, retried)

@@ -30,17 +30,17 @@ def test_rotations_are_reported_with_restarts_gap_and_host_count():
         {"what": "rotate intermediate", "hosts": 4, "run": run("ri", 21.5, 12)}
         | {"restarts": 0, "gap": 0.4, "failed": 0},
         {"what": "rotate root", "hosts": 4, "run": run("rr", 63.2, 40)}
-        | {"restarts": 6, "gap": 2.9, "failed": 1},
+        | {"restarts": 6, "gap": 2.9, "failed": 1, "retried": 3},
     ]
     text = report(results(rotations=rotations))
     rows = [line for line in text.splitlines() if "(rotate_ca.py)" in line]
     assert len(rows) == 2
     assert rows[0].startswith(
         "| rotate intermediate (rotate_ca.py): etcd started 0 times, client's longest gap "
-        "0.4 s, 0 requests failed | 4 | 1 | 21.5 s |"
+        "0.4 s, 0 requests failed (0 writes retried) | 4 | 1 | 21.5 s |"
     )
     assert rows[1].startswith("| rotate root (rotate_ca.py): etcd started 6 times")
-    assert "longest gap 2.9 s, 1 requests failed | 4 | 1 | 63.2 s |" in rows[1]
+    assert "longest gap 2.9 s, 1 requests failed (3 writes retried) | 4 | 1 | 63.2 s |" in rows[1]
     assert "app-server 40" in rows[1]
 
 
