@@ -53,6 +53,11 @@ class Rotation:
         return f"{self.kind} {self.phase} {self.fingerprint}"
 
 
+def root_rotation_unfinished(state: Rotation | None) -> bool:
+    """A root rotation has started and is not done: hosts may trust two roots."""
+    return state is not None and state.kind == "root" and not state.finished
+
+
 def parse_state(text: str | None) -> Rotation | None:
     """The state file's content; None when there is none (no rotation started).
     ValueError for anything else (a damaged file is not guessed at)."""
@@ -130,7 +135,7 @@ def trust_now(
     both or the new one only (the old one was being dropped). A switch stopped between
     its renames and its record leaves the new root in place with the state "trusted":
     the roots are told apart by the state's fingerprint, not by file name."""
-    if state is None or state.kind != "root" or state.finished:
+    if not root_rotation_unfinished(state):
         return Trust(current, current, (current,))
     known = [pem for pem in (current, next_root, previous_root) if pem]
     new = next((p for p in known if fingerprint(p) == state.fingerprint), None)

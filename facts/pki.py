@@ -98,7 +98,7 @@ class PublicFile(FactBase):
         return "\n".join(output) + "\n"
 
 
-class NewestPublicFile(FactBase):
+class NewestPublicFile(PublicFile):
     """Content of the last, by name, of the public files ``directory/prefix*suffix`` (time
     stamped names sort in time), or None when there is none."""
 
@@ -108,11 +108,6 @@ class NewestPublicFile(FactBase):
             f"f=$(ls -1 {pattern} 2>/dev/null | tail -n 1); "
             'if [ -n "$f" ] && [ -f "$f" ]; then cat "$f"; else echo __missing__; fi'
         )
-
-    def process(self, output: list[str]) -> str | None:
-        if output == ["__missing__"]:
-            return None
-        return "\n".join(output) + "\n"
 
 
 class CertStates(FactBase):

@@ -43,7 +43,7 @@ from etcd_pki.crl import decode_b64, inspect_crl
 from etcd_pki.findings import ERROR, Finding
 from etcd_pki.observation import CaCrl, ExpectedFile, HostObservation
 from etcd_pki.plan import HostPlan
-from etcd_pki.rotation import Trust, trust_now
+from etcd_pki.rotation import Trust, root_rotation_unfinished, trust_now
 from etcd_pki.status import host_rows, left_text, render_ca, root_info
 from facts.audit import CaSecretFiles, FileStats, PrivateKeyFiles, UnitStates
 from facts.pki import CertStates, FileBase64, HttpsBase64, NewestPublicFile, PublicFile
@@ -121,15 +121,23 @@ def ca_crl_or_none() -> CaCrl | None:
 
 
 def trust_or_none() -> Trust | None:
-    """What hosts must trust now: the CA's root, or in the middle of a root rotation
-    what that phase allows (etcd_pki/rotation.py: trust_now); None when the CA cannot
-    be read."""
+    """What hosts must trust now (read once per run): the CA's root, or in the middle of
+    a root rotation what that phase allows (etcd_pki/rotation.py: trust_now); None when
+    the CA cannot be read."""
+    run = this_run()
+    if not run.audit_trust_read:
+        run.audit_trust = _read_trust()
+        run.audit_trust_read = True
+    return run.audit_trust
+
+
+def _read_trust() -> Trust | None:
     try:
         root = ca_root_pem()
         state = rotation_before_run()
     except PyinfraError:
         return None
-    if state is None or state.kind != "root" or state.finished:
+    if not root_rotation_unfinished(state):
         return trust_now(state, root, None, None)
     plan = get_plan()
     ca, d = pyinfra_host(plan.active_ca), f"{plan.ca.settings.ca_dir}/{NEXT}"

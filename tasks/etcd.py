@@ -133,10 +133,15 @@ def _cluster_exists(plan: ClusterPlan, me: HostPlan) -> bool:
     return any(found[name].is_directory(path) for name, path in members.items())
 
 
+def _other_endpoints(plan: ClusterPlan, me: HostPlan) -> str:
+    """The client URLs of every member but ``me``, as etcdctl's --endpoints."""
+    return ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
+
+
 def _members(plan: ClusterPlan, me: HostPlan) -> list[list[str]]:
     """The cluster's `member list`, asked from this host through the other members:
     per member ID, status, name, peer URLs, client URLs, is-learner."""
-    endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
+    endpoints = _other_endpoints(plan, me)
     out = run_on(
         host,
         etcdctl(me, endpoints, "member", "list", "-w", "simple"),
@@ -168,12 +173,11 @@ def _rejoin_if_removed(plan: ClusterPlan, me: HostPlan) -> None:
 def _join_existing(plan: ClusterPlan, me: HostPlan, members: list[list[str]] | None = None) -> None:
     """Register this host with `member add` (unless listed already) and write its
     initial-cluster file from the cluster's own answer (``members``, asked when None)."""
-    endpoints = ",".join(h.client_url for h in plan.etcd_members if h.name != me.name)
     members = _members(plan, me) if members is None else members
     if not any(me.peer_url in m[3].split(" ") for m in members):
         run_on(
             host,
-            member_add_command(me, endpoints),
+            member_add_command(me, _other_endpoints(plan, me)),
             f"etcdctl member add {me.name}",
         )
         logger.info(f"{host.print_prefix}added etcd member {me.name} ({me.peer_url})")

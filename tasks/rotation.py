@@ -38,6 +38,7 @@ from etcd_pki.rotation import (
     in_progress_message,
     kind_problem,
     parse_state,
+    root_rotation_unfinished,
     start_problem,
 )
 from facts.pki import PublicFile
@@ -96,7 +97,7 @@ def refuse_during_root_rotation() -> None:
     """deploy.py stops while a root rotation is unfinished: it would write one root
     where the rotation keeps two, and mix the two CAs."""
     state = rotation_before_run()
-    if state is not None and state.kind == "root" and not state.finished:
+    if root_rotation_unfinished(state):
         raise PyinfraError(in_progress_message(state, get_plan().active_ca))
 
 

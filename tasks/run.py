@@ -59,6 +59,8 @@ class Run:
     audit: dict[str, Any] = field(default_factory=dict)  # tasks/audit.py: node -> HostResult
     audit_ca_crl: Any = None  # tasks/audit.py: the CA's CRL as the audit read it
     audit_ca_crl_read: bool = False
+    audit_trust: Any = None  # tasks/audit.py: what hosts must trust, as the audit read it
+    audit_trust_read: bool = False
     status: dict[str, Any] = field(default_factory=dict)  # tasks/status.py: observations
     exposure: dict[str, dict[str, float]] = field(default_factory=dict)  # tasks/status.py
 
